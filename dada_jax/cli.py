@@ -1,0 +1,172 @@
+"""The `dada-jax` command line.
+
+  dada-jax convert --torch-checkpoint X.pth --config CONFIG --output DIR
+  dada-jax export  --checkpoint DIR --config CONFIG --output Y.pth|Y.npz
+  dada-jax restore --config CONFIG --checkpoint (DIR | X.pth | X.npz) \
+                   --input FILE_OR_DIR --output DIR [--tile N]
+
+Any `--config.a.b=value` argument overrides a config field. Errors are one
+line naming the flag or file, with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from dada_jax import config_lib
+from dada_jax import convert_torch
+from dada_jax import image_io
+from dada_jax import models
+from dada_jax import pth
+
+
+class UsageError(ValueError):
+  pass
+
+
+def _parser():
+  p = argparse.ArgumentParser(prog="dada-jax", description=__doc__.split(
+      "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = p.add_subparsers(dest="command", required=True)
+
+  c = sub.add_parser("convert", help="import a PyTorch reference checkpoint")
+  c.add_argument("--torch-checkpoint", required=True,
+                 help="official .pth (or .npz with the same keys)")
+  c.add_argument("--config", required=True, help="configs/TASK.py[:arg]")
+  c.add_argument("--output", required=True, help="new directory to write")
+
+  e = sub.add_parser("export", help="write our weights as a reference .pth")
+  e.add_argument("--checkpoint", required=True,
+                 help="directory from `convert`, or a .pth/.npz")
+  e.add_argument("--config", required=True)
+  e.add_argument("--output", required=True, help="Y.pth or Y.npz")
+
+  r = sub.add_parser("restore", help="restore images with the restorer")
+  r.add_argument("--config", required=True)
+  r.add_argument("--checkpoint", required=True,
+                 help="directory from `convert`, or a .pth/.npz")
+  r.add_argument("--input", required=True, help="an image or a folder")
+  r.add_argument("--output", required=True, help="folder for the PNGs")
+  r.add_argument("--tile", type=int, default=None,
+                 help="tile side (default: config.predict.tile for images "
+                 "over config.predict.max_untiled_pixels; 0 never tiles)")
+  return p
+
+
+def _split_overrides(argv):
+  overrides, rest = [], []
+  for a in argv:
+    if a.startswith("--config."):
+      overrides.append(a[len("--config."):])
+    else:
+      rest.append(a)
+  return overrides, rest
+
+
+def _convert(args, config):
+  from dada_jax import weights  # pylint: disable=g-import-not-at-top
+  state = weights.read_state_dict(args.torch_checkpoint)
+  params = convert_torch.params_from_state_dict(
+      state, config, source=args.torch_checkpoint)
+  weights.save_params(args.output, params, config,
+                      source=os.path.abspath(args.torch_checkpoint))
+  n = {r: models.count_params(p) for r, p in params.items()}
+  print(f"wrote {args.output}: " + ", ".join(
+      f"{r} {v:,} params" for r, v in sorted(n.items())))
+  return 0
+
+
+def _export(args, config):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dada_jax import weights  # pylint: disable=g-import-not-at-top
+  if not args.output.endswith((".pth", ".npz")):
+    raise UsageError(f"--output {args.output}: must end in .pth or .npz")
+  roles = ("restorer", "critic")
+  try:
+    params = weights.load_params(args.checkpoint, config, roles)
+  except convert_torch.CheckpointMismatch:
+    roles = ("restorer",)
+    params = weights.load_params(args.checkpoint, config, roles)
+  state = convert_torch.state_dict_from_params(params, config)
+  if args.output.endswith(".npz"):
+    np.savez(args.output, **state)
+  else:
+    pth.write_state_dict(state, args.output)
+  print(f"wrote {args.output}: {len(state)} keys ({', '.join(roles)})")
+  return 0
+
+
+def _inputs(path):
+  if os.path.isdir(path):
+    files = image_io.list_images(path)
+    if not files:
+      raise UsageError(f"--input {path}: folder holds no images "
+                       f"({', '.join(image_io.IMAGE_EXTENSIONS)})")
+  elif os.path.isfile(path):
+    files = [path]
+  else:
+    raise UsageError(f"--input {path}: no such file or folder")
+  stems = {}
+  for f in files:
+    stems.setdefault(os.path.splitext(os.path.basename(f))[0], []).append(f)
+  clashes = [v for v in stems.values() if len(v) > 1]
+  if clashes:
+    raise UsageError("--input: outputs would collide for inputs sharing a "
+                     "stem: " + "; ".join(", ".join(c) for c in clashes))
+  return files
+
+
+def _restore(args, config):
+  from dada_jax import predict  # pylint: disable=g-import-not-at-top
+  from dada_jax import weights  # pylint: disable=g-import-not-at-top
+  files = _inputs(args.input)
+  params = weights.load_params(args.checkpoint, config)["restorer"]
+  os.makedirs(args.output, exist_ok=True)
+  value_range = config.data.value_range
+  failures = []
+  for i, path in enumerate(files, 1):
+    stem = os.path.splitext(os.path.basename(path))[0]
+    out_path = os.path.join(args.output, stem + ".png")
+    start = time.perf_counter()
+    try:
+      loaded = image_io.load_image(path)
+    except image_io.ImageReadError as e:
+      failures.append(str(e))
+      print(f"[{i}/{len(files)}] FAILED {e}", file=sys.stderr)
+      continue
+    x = image_io.to_float(loaded.pixels, value_range)
+    y = predict.restore_array(config, params, x, tile=args.tile)
+    image_io.write_png(out_path, image_io.to_uint8(y, value_range))
+    note = f" ({loaded.note})" if loaded.note else ""
+    h, w, _ = x.shape
+    print(f"[{i}/{len(files)}] {path} -> {out_path} {w}x{h} "
+          f"{time.perf_counter() - start:.2f}s{note}")
+  if failures:
+    print(f"dada-jax restore: {len(failures)} of {len(files)} inputs failed:",
+          file=sys.stderr)
+    for f in failures:
+      print(f"  {f}", file=sys.stderr)
+    return 1
+  print(f"restored {len(files)} images into {args.output}")
+  return 0
+
+
+def main(argv=None) -> int:
+  overrides, rest = _split_overrides(sys.argv[1:] if argv is None else argv)
+  args = _parser().parse_args(rest)
+  handlers = {"convert": _convert, "export": _export, "restore": _restore}
+  try:
+    config = config_lib.load_config(args.config, overrides)
+    return handlers[args.command](args, config)
+  except (config_lib.ConfigError, convert_torch.CheckpointMismatch,
+          pth.PthError, UsageError, FileExistsError,
+          image_io.ImageReadError) as e:
+    print(f"dada-jax {args.command}: error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,144 @@
+"""Config helpers: the shared base config, `:arg` parsing, file loading and
+`--config.a.b=value` overrides (ml_collections, no global absl flags).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+
+import ml_collections as mlc
+
+VALUE_RANGES = {"zero_one": (0.0, 1.0), "minus_one_one": (-1.0, 1.0)}
+
+
+class ConfigError(ValueError):
+  """A config file or override that cannot be used; the message names it."""
+
+
+def parse_arg(arg: str | None, **defaults):
+  """Parses 'runlocal,key=value' into a ConfigDict over `defaults`.
+
+  A bare word sets a boolean default to True (big_vision's convention).
+  """
+  out = mlc.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, eq, value = item.partition("=")
+    if key not in defaults:
+      raise ConfigError(f"config argument {key!r} is unknown; known: "
+                        f"{sorted(defaults)}")
+    out[key] = True if not eq else type(defaults[key])(value)
+  return out
+
+
+def base_config(task: str) -> mlc.ConfigDict:
+  """Fields every task config shares, at the paper's settings."""
+  c = mlc.ConfigDict()
+  c.task = task
+  c.seed = 0
+  c.dtype = "float32"
+
+  c.restorer = mlc.ConfigDict(dict(
+      depth=4, wf=64, slope=0.2, last_init="kaiming"))
+  c.critic = mlc.ConfigDict(dict(
+      in_channels=9, out_channels=3, inner_channels=64,
+      channel_mults=(1, 2, 4, 8), res_blocks=2, attn_res=(16,),
+      num_head_channels=32, dropout=0.2, use_scale_shift_norm=True,
+      resblock_updown=True, conv_resample=True, zero_init_outputs=False))
+  c.diffusion = mlc.ConfigDict(dict(
+      schedule="linear", num_timesteps=1000, linear_start=1e-6,
+      linear_end=1e-2, cosine_s=8e-3))
+  c.objective = mlc.ConfigDict(dict(
+      mode="dda", diff_weight=0.2, triplet_margin=0.1, charbonnier_eps=1e-3))
+  c.data = mlc.ConfigDict(dict(value_range="zero_one"))
+  c.predict = mlc.ConfigDict(dict(tile=512, tile_overlap=128, tile_batch=4,
+                                  max_untiled_pixels=1024 * 1024))
+  return c
+
+
+def runlocal_models(c: mlc.ConfigDict) -> None:
+  """Shrinks both networks to test size (a few thousand parameters each)."""
+  c.restorer.update(depth=3, wf=8)
+  c.critic.update(inner_channels=32, channel_mults=(1, 2), res_blocks=1,
+                  attn_res=(2,), num_head_channels=16)
+  c.predict.update(tile=64, tile_overlap=16, max_untiled_pixels=128 * 128)
+
+
+def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()):
+  """Loads `path/to/config.py[:arg]` and applies `a.b=value` overrides."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"--config: no such file {path!r}")
+  mod_spec = importlib.util.spec_from_file_location("_dada_config", path)
+  module = importlib.util.module_from_spec(mod_spec)
+  try:
+    mod_spec.loader.exec_module(module)
+  except Exception as e:  # a user's file: report where it failed.
+    raise ConfigError(f"--config {path}: failed to import: {e!r}") from e
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"--config {path}: defines no get_config()")
+  config = module.get_config(arg or None)
+  for item in overrides:
+    apply_override(config, item)
+  validate(config)
+  return config
+
+
+def apply_override(config: mlc.ConfigDict, item: str) -> None:
+  """Sets one `a.b=value`; the value is parsed as a Python literal if it can
+  be, and must keep the field's type."""
+  key, eq, raw = item.partition("=")
+  if not eq:
+    raise ConfigError(f"--config.{item}: expected --config.FIELD=VALUE")
+  *parents, leaf = key.split(".")
+  node = config
+  for p in parents:
+    if p not in node or not isinstance(node[p], mlc.ConfigDict):
+      raise ConfigError(f"--config.{key}: unknown field {p!r}")
+    node = node[p]
+  if leaf not in node:
+    raise ConfigError(f"--config.{key}: unknown field; known in this "
+                      f"section: {sorted(node.keys())}")
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    value = raw
+  old = node[leaf]
+  if isinstance(old, bool) != isinstance(value, bool) or (
+      isinstance(old, (tuple, list)) and not isinstance(value, (tuple, list))):
+    raise ConfigError(f"--config.{key}={raw}: expected a value of type "
+                      f"{type(old).__name__}")
+  if isinstance(old, float) and isinstance(value, int):
+    value = float(value)
+  if isinstance(old, (tuple, list)):
+    value = type(old)(value)
+  try:
+    node[leaf] = value
+  except TypeError as e:
+    raise ConfigError(f"--config.{key}={raw}: expected a value of type "
+                      f"{type(old).__name__}") from e
+
+
+def validate(config: mlc.ConfigDict) -> None:
+  """Checks the fields the models and objective depend on."""
+  from dada_jax import diffusion  # pylint: disable=g-import-not-at-top
+  if config.data.value_range not in VALUE_RANGES:
+    raise ConfigError(f"config.data.value_range={config.data.value_range!r}: "
+                      f"expected one of {sorted(VALUE_RANGES)}")
+  if config.objective.mode not in ("vanilla", "dda", "dda_ex"):
+    raise ConfigError(f"config.objective.mode={config.objective.mode!r}: "
+                      "expected 'vanilla', 'dda' or 'dda_ex'")
+  if config.diffusion.schedule not in diffusion.SCHEDULES:
+    raise ConfigError(f"config.diffusion.schedule="
+                      f"{config.diffusion.schedule!r}: expected one of "
+                      f"{list(diffusion.SCHEDULES)}")
+  if config.dtype not in ("float32", "bfloat16"):
+    raise ConfigError(f"config.dtype={config.dtype!r}: expected 'float32' "
+                      "or 'bfloat16'")
+  widths = [m * config.critic.inner_channels
+            for m in config.critic.channel_mults]
+  if any(w % 32 for w in widths):
+    raise ConfigError("config.critic: every level width (inner_channels x "
+                      f"mult = {widths}) must be a multiple of 32 for "
+                      "GroupNorm(32)")

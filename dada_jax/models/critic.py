@@ -1,0 +1,235 @@
+"""The critic: a guided-diffusion U-Net that predicts ε from a noisy clean image
+and two restored conditions, conditioned on a continuous noise level γ.
+
+Paper config (in 9, inner 64, mults 1-2-4-8, 2 res blocks, attn_res [16],
+32 head channels): 62,643,075 parameters. `attn_res` is compared with the
+downsample rate (1, 2, 4, 8 for four levels), so with [16] the only attention
+block is the one in the middle, exactly as in the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dada_jax.models import layers
+
+KAIMING = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+def _out_init(zero: bool):
+  return nn.initializers.zeros if zero else KAIMING
+
+
+class ResBlock(nn.Module):
+  """Residual block with scale-shift (FiLM) conditioning and optional up/down."""
+  out_channels: int
+  dropout: float
+  use_scale_shift_norm: bool = True
+  use_conv_skip: bool = False
+  up: bool = False
+  down: bool = False
+  zero_init_out: bool = False
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, emb, *, train: bool):
+    c_in = x.shape[-1]
+    conv = lambda feats, name, init=KAIMING: nn.Conv(
+        feats, (3, 3), padding=((1, 1), (1, 1)), kernel_init=init,
+        dtype=self.dtype, name=name)
+    h = nn.silu(layers.GroupNorm32(name="in_layers_0")(x))
+    if self.up:
+      h, x = layers.upsample_nearest2(h), layers.upsample_nearest2(x)
+    elif self.down:
+      h, x = layers.avg_pool2(h), layers.avg_pool2(x)
+    h = conv(self.out_channels, "in_layers_2")(h)
+
+    emb_width = 2 * self.out_channels if self.use_scale_shift_norm else (
+        self.out_channels)
+    emb_out = nn.Dense(emb_width, kernel_init=KAIMING, dtype=self.dtype,
+                       name="emb_layers_1")(nn.silu(emb))
+    emb_out = emb_out.astype(h.dtype)[:, None, None, :]
+    if self.use_scale_shift_norm:
+      scale, shift = jnp.split(emb_out, 2, axis=-1)
+      h = layers.GroupNorm32(name="out_layers_0")(h) * (1 + scale) + shift
+    else:
+      h = layers.GroupNorm32(name="out_layers_0")(h + emb_out)
+    h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
+    h = conv(self.out_channels, "out_layers_3", _out_init(self.zero_init_out))(h)
+
+    if self.out_channels == c_in:
+      skip = x
+    elif self.use_conv_skip:
+      skip = conv(self.out_channels, "skip_connection")(x)
+    else:
+      skip = nn.Conv(self.out_channels, (1, 1), kernel_init=KAIMING,
+                     dtype=self.dtype, name="skip_connection")(x)
+    return skip + h
+
+
+class Downsample(nn.Module):
+  """Stride-2 3x3 conv (`op`) or 2x2 average pool; used without resblock_updown."""
+  use_conv: bool
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    if not self.use_conv:
+      return layers.avg_pool2(x)
+    return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2),
+                   padding=((1, 1), (1, 1)), kernel_init=KAIMING,
+                   dtype=self.dtype, name="op")(x)
+
+
+class Upsample(nn.Module):
+  """Nearest 2x upsampling, then an optional 3x3 conv (`conv`)."""
+  use_conv: bool
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = layers.upsample_nearest2(x)
+    if not self.use_conv:
+      return x
+    return nn.Conv(x.shape[-1], (3, 3), padding=((1, 1), (1, 1)),
+                   kernel_init=KAIMING, dtype=self.dtype, name="conv")(x)
+
+
+class AttentionBlock(nn.Module):
+  """Self-attention over spatial positions, legacy QKV head layout.
+
+  The qkv projection's output channels are ordered per head as
+  [q_h, k_h, v_h] blocks of `head_channels` each (guided-diffusion's
+  QKVAttentionLegacy); the softmax runs in float32.
+  """
+  head_channels: int
+  zero_init_out: bool = False
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    b, hgt, wid, c = x.shape
+    if c % self.head_channels:
+      raise ValueError(f"attention: {c} channels are not divisible by "
+                       f"num_head_channels={self.head_channels}")
+    heads, ch = c // self.head_channels, self.head_channels
+    seq = x.reshape(b, hgt * wid, c)
+    qkv = nn.Conv(3 * c, (1,), kernel_init=KAIMING, dtype=self.dtype,
+                  name="qkv")(layers.GroupNorm32(name="norm")(seq))
+    qkv = qkv.reshape(b, hgt * wid, heads, 3, ch)
+    scale = 1.0 / math.sqrt(math.sqrt(ch))
+    q, k, v = qkv[..., 0, :] * scale, qkv[..., 1, :] * scale, qkv[..., 2, :]
+    logits = jnp.einsum("bthc,bshc->bhts", q, k)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    a = jnp.einsum("bhts,bshc->bthc", weights.astype(v.dtype), v)
+    a = a.reshape(b, hgt * wid, c)
+    out = nn.Conv(c, (1,), kernel_init=_out_init(self.zero_init_out),
+                  dtype=self.dtype, name="proj_out")(a)
+    return (seq + out).reshape(b, hgt, wid, c)
+
+
+class CriticUNet(nn.Module):
+  """Noise-level-conditioned U-Net predicting ε.
+
+  Attributes mirror the reference `UNet` arguments; `zero_init_outputs` zeroes
+  the ResBlock output convs, attention projections and the final conv (the
+  guided-diffusion module default). The reference's training script
+  re-initialises every conv with kaiming-normal, so the paper runs with
+  `zero_init_outputs=False`.
+
+  Call: x [B, H, W, in_channels] (noisy image and two conditions,
+  concatenated on channels), gammas [B] continuous noise levels in [0, 1]
+  -> ε̂ [B, H, W, out_channels] float32.
+  """
+  in_channels: int = 9
+  out_channels: int = 3
+  inner_channels: int = 64
+  channel_mults: Sequence[int] = (1, 2, 4, 8)
+  res_blocks: int = 2
+  attn_res: Sequence[int] = (16,)
+  num_head_channels: int = 32
+  dropout: float = 0.2
+  use_scale_shift_norm: bool = True
+  resblock_updown: bool = True
+  conv_resample: bool = True
+  zero_init_outputs: bool = False
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, gammas: jax.Array, *, train: bool = False):
+    if x.shape[-1] != self.in_channels:
+      raise ValueError(f"critic expects {self.in_channels} input channels, "
+                       f"got {x.shape[-1]}")
+    inner, dt, zero = self.inner_channels, self.dtype, self.zero_init_outputs
+    emb_dim = 4 * inner
+    emb = layers.gamma_embedding(gammas.reshape(-1), inner)
+    emb = nn.Dense(emb_dim, kernel_init=KAIMING, dtype=dt,
+                   name="cond_embed_0")(emb)
+    emb = nn.Dense(emb_dim, kernel_init=KAIMING, dtype=dt,
+                   name="cond_embed_2")(nn.silu(emb))
+
+    def res(out_ch, name, **kw):
+      return ResBlock(out_ch, self.dropout, self.use_scale_shift_norm,
+                      zero_init_out=zero, dtype=dt, name=name, **kw)
+
+    def attn(name):
+      return AttentionBlock(self.num_head_channels, zero, dt, name=name)
+
+    ch = int(self.channel_mults[0] * inner)
+    h = nn.Conv(ch, (3, 3), padding=((1, 1), (1, 1)), kernel_init=KAIMING,
+                dtype=dt, name="input_blocks_0_0")(x.astype(dt))
+    hs, chans, block, ds = [h], [ch], 1, 1
+    n_levels = len(self.channel_mults)
+    for level, mult in enumerate(self.channel_mults):
+      for _ in range(self.res_blocks):
+        ch = int(mult * inner)
+        h = res(ch, f"input_blocks_{block}_0")(h, emb, train=train)
+        if ds in self.attn_res:
+          h = attn(f"input_blocks_{block}_1")(h)
+        hs.append(h)
+        chans.append(ch)
+        block += 1
+      if level != n_levels - 1:
+        name = f"input_blocks_{block}_0"
+        if self.resblock_updown:
+          h = res(ch, name, down=True)(h, emb, train=train)
+        else:
+          h = Downsample(self.conv_resample, dt, name=name)(h)
+        hs.append(h)
+        chans.append(ch)
+        block += 1
+        ds *= 2
+
+    h = res(ch, "middle_block_0")(h, emb, train=train)
+    h = attn("middle_block_1")(h)
+    h = res(ch, "middle_block_2")(h, emb, train=train)
+
+    block = 0
+    for level, mult in reversed(list(enumerate(self.channel_mults))):
+      for i in range(self.res_blocks + 1):
+        chans.pop()
+        h = jnp.concatenate([h, hs.pop().astype(h.dtype)], axis=-1)
+        ch = int(inner * mult)
+        h = res(ch, f"output_blocks_{block}_0")(h, emb, train=train)
+        sub = 1
+        if ds in self.attn_res:
+          h = attn(f"output_blocks_{block}_{sub}")(h)
+          sub += 1
+        if level and i == self.res_blocks:
+          name = f"output_blocks_{block}_{sub}"
+          if self.resblock_updown:
+            h = res(ch, name, up=True)(h, emb, train=train)
+          else:
+            h = Upsample(self.conv_resample, dt, name=name)(h)
+          ds //= 2
+        block += 1
+
+    h = nn.silu(layers.GroupNorm32(name="out_0")(h))
+    h = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)),
+                kernel_init=_out_init(zero), dtype=dt, name="out_2")(h)
+    return h.astype(jnp.float32)

@@ -1,0 +1,145 @@
+"""Building blocks shared by the restorer and the critic (NHWC layout).
+
+Module names mirror the PyTorch module paths of the official Noise-DA code with
+dots turned into underscores (`input_blocks.1.0.in_layers.2` becomes
+`input_blocks_1_0/in_layers_2`), so weight conversion is a mechanical rename
+plus a layout transpose (see `dada_jax.convert_torch`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def avg_pool2(x: jax.Array) -> jax.Array:
+  """2x2 average pooling, stride 2, floor mode (drops an odd last row/col)."""
+  return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+
+
+def upsample_nearest2(x: jax.Array) -> jax.Array:
+  """Nearest-neighbour 2x upsampling of [B, H, W, C] to [B, 2H, 2W, C]."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+@functools.lru_cache(maxsize=None)
+def _align_corners_taps(n_in: int, n_out: int):
+  """Source indices and weights of 1-D linear resize with align_corners=True."""
+  if n_out == 1 or n_in == 1:
+    pos = np.zeros(n_out, np.float64)
+  else:
+    pos = np.arange(n_out, dtype=np.float64) * (n_in - 1) / (n_out - 1)
+  lo = np.clip(np.floor(pos).astype(np.int32), 0, n_in - 1)
+  hi = np.minimum(lo + 1, n_in - 1)
+  frac = (pos - lo).astype(np.float32)
+  return lo, hi, frac
+
+
+def _resize_axis_align_corners(x: jax.Array, axis: int, n_out: int):
+  lo, hi, frac = _align_corners_taps(x.shape[axis], n_out)
+  shape = [1] * x.ndim
+  shape[axis] = n_out
+  frac = jnp.asarray(frac, x.dtype).reshape(shape)
+  x_lo = jnp.take(x, jnp.asarray(lo), axis=axis)
+  x_hi = jnp.take(x, jnp.asarray(hi), axis=axis)
+  return x_lo * (1 - frac) + x_hi * frac
+
+
+def _resize_axis_in_window(x, axis, offset_out, global_in):
+  """2x align_corners resize of a window of a larger image along `axis`.
+
+  With align_corners=True the sampling grid depends on the whole image's size,
+  so a crop restored alone is sampled differently from the same pixels
+  restored in the whole image. Here the window [B, ..] starts at output index
+  `offset_out` [B] (int) of an image whose input length is `global_in` [B]
+  (int), and taps are taken where the whole-image resize takes them; taps
+  outside the window are clamped to its edge. Integer arithmetic keeps the
+  positions exact.
+  """
+  n_in = x.shape[axis]
+  i_out = offset_out[:, None] + jnp.arange(2 * n_in, dtype=jnp.int32)[None]
+  num = i_out * (global_in[:, None] - 1)
+  den = jnp.maximum(2 * global_in[:, None] - 1, 1)
+  lo = num // den - offset_out[:, None] // 2
+  frac = ((num % den) / den).astype(x.dtype)
+  hi = jnp.clip(lo + 1, 0, n_in - 1)
+  lo = jnp.clip(lo, 0, n_in - 1)
+  shape = [x.shape[0]] + [1] * (x.ndim - 1)
+  shape[axis] = 2 * n_in
+  take = lambda idx: jnp.take_along_axis(x, idx.reshape(shape), axis=axis)
+  frac = frac.reshape(shape)
+  return take(lo) * (1 - frac) + take(hi) * frac
+
+
+def upsample_bilinear2_align_corners(x: jax.Array, origin=None,
+                                     global_size=None) -> jax.Array:
+  """Bilinear 2x upsampling with align_corners=True, as torch's nn.Upsample.
+
+  `jax.image.resize` samples at half-pixel centres (align_corners=False), which
+  is a different function; this gathers the two taps per axis explicitly.
+
+  Args:
+    x: [B, H, W, C].
+    origin: optional [B, 2] int, where this window's output starts in the
+      whole upsampled image (tiled inference).
+    global_size: optional [B, 2] int, the whole image's input size (H, W).
+  """
+  _, h, w, _ = x.shape
+  if origin is None:
+    x = _resize_axis_align_corners(x, 1, 2 * h)
+    return _resize_axis_align_corners(x, 2, 2 * w)
+  x = _resize_axis_in_window(x, 1, origin[:, 0], global_size[:, 0])
+  return _resize_axis_in_window(x, 2, origin[:, 1], global_size[:, 1])
+
+
+class GroupNorm32(nn.Module):
+  """GroupNorm over 32 groups, statistics computed in float32 (torch eps 1e-5).
+
+  The output is cast back to the input dtype, as the reference's GroupNorm32.
+  """
+  num_groups: int = 32
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    if c % self.num_groups:
+      raise ValueError(f"GroupNorm32: {c} channels are not divisible by "
+                       f"{self.num_groups} groups")
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    xf = x.astype(jnp.float32)
+    g = xf.reshape(*x.shape[:-1], self.num_groups, c // self.num_groups)
+    axes = tuple(range(1, g.ndim - 2)) + (g.ndim - 1,)
+    mean = g.mean(axis=axes, keepdims=True)
+    var = jnp.square(g - mean).mean(axis=axes, keepdims=True)
+    g = (g - mean) * jax.lax.rsqrt(var + self.epsilon)
+    y = g.reshape(xf.shape) * scale + bias
+    return y.astype(x.dtype)
+
+
+def gamma_embedding(gammas: jax.Array, dim: int, max_period: float = 10000.0):
+  """Sinusoidal embedding of continuous noise levels.
+
+  Args:
+    gammas: [B] noise levels (the critic is fed ᾱ-like values in [0, 1]).
+    dim: embedding width.
+    max_period: controls the lowest frequency.
+
+  Returns:
+    [B, dim] float32, cosines first then sines (zero-padded when dim is odd),
+    the reference's order.
+  """
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period)
+                  * jnp.arange(half, dtype=jnp.float32) / half)
+  args = gammas.astype(jnp.float32)[:, None] * freqs[None]
+  emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+  if dim % 2:
+    emb = jnp.concatenate([emb, jnp.zeros_like(emb[:, :1])], axis=-1)
+  return emb

@@ -1,0 +1,168 @@
+"""The Denoising-as-Adaptation objective as a pure function of params.
+
+Modes:
+  vanilla  Charbonnier on the synthetic pair only (restorer alone).
+  dda      the paper: the critic predicts ε in sqrt(γ)·syn_gt + sqrt(1-γ)·ε
+           conditioned on the restored synthetic and real images, with the
+           per-sample channel shuffle and residual-swapped negatives;
+           L = L_pix + α·(MSE(ε, ε̂) + triplet)/2.
+  dda_ex   the critic noises an unpaired clean reference image instead of
+           syn_gt; no negatives: L = L_pix + α·MSE(ε, ε̂).
+
+Batch (all [B, H, W, 3] float32 in the task's value range): `syn_lq`,
+`syn_gt`, `real_lq`, and `ref_clean` for dda_ex.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+
+from dada_jax import diffusion
+from dada_jax import models
+
+MODES = ("vanilla", "dda", "dda_ex")
+
+
+@flax.struct.dataclass
+class Draws:
+  """Every random number one objective evaluation uses.
+
+  t: [B] int32 in [1, T-1]; u: [B] float32 in [0, 1), γ interpolates
+  ᾱ[t-1]..ᾱ[t]; swap / negswap: [B] bool, where True the restored real image
+  takes the first condition slot (for the positive / negative pair);
+  noise: [B, H, W, 3] ε.
+  """
+  t: jax.Array
+  u: jax.Array
+  swap: jax.Array
+  negswap: jax.Array
+  noise: jax.Array
+
+
+class LossTerms(NamedTuple):
+  """Scalar float32 loss terms."""
+  total: jax.Array      # L_pix + α·L_diffusion
+  pixel: jax.Array      # Charbonnier(syn_gt, syn_lq + G(syn_lq))
+  diffusion: jax.Array  # (mse + triplet) / 2 in dda, mse in dda_ex, 0 vanilla
+  mse: jax.Array        # MSE(ε, ε̂)
+  triplet: jax.Array    # relu(MSE(ε, ε̂) - MSE(ε, ε̂_neg) + margin)
+
+
+def sample_draws(rng: jax.Array, image_shape, num_timesteps: int) -> Draws:
+  """Draws t, u, both shuffle masks and ε for a batch of `image_shape`."""
+  b = image_shape[0]
+  tu_rng, swap_rng, neg_rng, noise_rng = jax.random.split(rng, 4)
+  t, u = diffusion.sample_t_u(tu_rng, b, num_timesteps)
+  return Draws(
+      t=t, u=u,
+      swap=jax.random.uniform(swap_rng, (b,)) > 0.5,
+      negswap=jax.random.uniform(neg_rng, (b,)) > 0.5,
+      noise=jax.random.normal(noise_rng, image_shape, jnp.float32))
+
+
+def alpha_ramp(progress, diff_weight: float = 0.2):
+  """α(p) = w·(2 / (1 + e^(-5p)) - 1) = w·tanh(2.5p), p clipped to [0, 1].
+
+  The paper sets p = epoch / 300; `dada_jax` expresses p in steps.
+  """
+  p = jnp.clip(jnp.asarray(progress, jnp.float32), 0.0, 1.0)
+  return diff_weight * (2.0 / (1.0 + jnp.exp(-5.0 * p)) - 1.0)
+
+
+def charbonnier(x, y, eps: float = 1e-3):
+  """mean(sqrt((x - y)² + eps²)) over every element."""
+  d = (x - y).astype(jnp.float32)
+  return jnp.mean(jnp.sqrt(d * d + eps * eps))
+
+
+def mse(x, y):
+  return jnp.mean(jnp.square((x - y).astype(jnp.float32)))
+
+
+def _swap_slots(swap, first, second):
+  m = swap.reshape(-1, 1, 1, 1)
+  return jnp.where(m, second, first), jnp.where(m, first, second)
+
+
+def make_objective(config: mlc.ConfigDict, mode: str | None = None):
+  """Returns loss_fn(params, batch, rng, alpha, *, draws=None, train=True).
+
+  `loss_fn` returns (total [], LossTerms). `rng` feeds critic dropout and,
+  when `draws` is None, the draws (see `sample_draws`); pass recorded draws
+  to reproduce a reference evaluation exactly.
+  """
+  mode = mode or config.objective.mode
+  if mode not in MODES:
+    raise ValueError(f"objective mode {mode!r}: expected one of {MODES}")
+  restorer = models.make_restorer(config)
+  critic = models.make_critic(config)
+  schedule = diffusion.schedule_from_config(config.diffusion)
+  margin = config.objective.triplet_margin
+  eps = config.objective.charbonnier_eps
+
+  def loss_fn(params: dict[str, Any], batch: dict[str, jax.Array],
+              rng: jax.Array, alpha, *, draws: Draws | None = None,
+              train: bool = True):
+    draw_rng, dropout_rng = jax.random.split(rng)
+    syn_lq, syn_gt = batch["syn_lq"], batch["syn_gt"]
+    zero = jnp.zeros((), jnp.float32)
+
+    if mode == "vanilla":
+      syn_res = restorer.apply({"params": params["restorer"]}, syn_lq)
+      pixel = charbonnier(syn_gt, syn_lq + syn_res, eps)
+      return pixel, LossTerms(pixel, pixel, zero, zero, zero)
+
+    if draws is None:
+      draws = sample_draws(draw_rng, syn_gt.shape, schedule.num_timesteps)
+    real_lq = batch["real_lq"]
+    b = syn_lq.shape[0]
+    # One restorer call for both domains.
+    res = restorer.apply({"params": params["restorer"]},
+                         jnp.concatenate([syn_lq, real_lq]))
+    syn_res, real_res = res[:b], res[b:]
+    syn_out, real_out = syn_lq + syn_res, real_lq + real_res
+    pixel = charbonnier(syn_gt, syn_out, eps)
+
+    gammas = diffusion.continuous_gammas(schedule, draws.t, draws.u)
+    clean = batch["ref_clean"] if mode == "dda_ex" else syn_gt
+    noisy = diffusion.q_sample(clean, gammas, draws.noise)
+    c1, c2 = _swap_slots(draws.swap, syn_out, real_out)
+    critic_in = [jnp.concatenate([noisy, c1, c2], axis=-1)]
+    if mode == "dda":
+      # Residual-swapped negatives: each input with the other domain's residual.
+      n1, n2 = _swap_slots(draws.negswap, syn_lq + real_res, real_lq + syn_res)
+      critic_in.append(jnp.concatenate([noisy, n1, n2], axis=-1))
+    # One critic call on positives and negatives stacked on the batch axis.
+    k = len(critic_in)
+    eps_hat = critic.apply({"params": params["critic"]},
+                           jnp.concatenate(critic_in),
+                           jnp.tile(gammas, k), train=train,
+                           rngs={"dropout": dropout_rng})
+    mse_pos = mse(draws.noise, eps_hat[:b])
+    if mode == "dda":
+      mse_neg = mse(draws.noise, eps_hat[b:])
+      triplet = jax.nn.relu(mse_pos - mse_neg + margin)
+      diff = (mse_pos + triplet) / 2.0
+    else:
+      triplet = zero
+      diff = mse_pos
+    total = alpha * diff + pixel
+    return total, LossTerms(total, pixel, diff, mse_pos, triplet)
+
+  return loss_fn
+
+
+def draws_from_reference(t, u, swap, negswap, noise_nchw) -> Draws:
+  """Builds Draws from arrays recorded by the PyTorch reference (NCHW noise)."""
+  return Draws(
+      t=jnp.asarray(np.asarray(t), jnp.int32),
+      u=jnp.asarray(np.asarray(u, np.float32).reshape(-1)),
+      swap=jnp.asarray(np.asarray(swap, bool)),
+      negswap=jnp.asarray(np.asarray(negswap, bool)),
+      noise=jnp.asarray(np.transpose(noise_nchw, (0, 2, 3, 1))))
