@@ -4,6 +4,8 @@
   dada-jax export  --checkpoint DIR --config CONFIG --output Y.pth|Y.npz
   dada-jax restore --config CONFIG --checkpoint (DIR | X.pth | X.npz) \
                    --input FILE_OR_DIR --output DIR [--tile N]
+  dada-jax train   --config CONFIG --workdir DIR [--multihost]
+  dada-jax evaluate --config CONFIG --checkpoint DIR [--preset NAME] ...
 
 Any `--config.a.b=value` argument overrides a config field. Errors are one
 line naming the flag or file, with a non-zero exit status.
@@ -53,6 +55,15 @@ def _parser():
   r.add_argument("--tile", type=int, default=None,
                  help="tile side (default: config.predict.tile for images "
                  "over config.predict.max_untiled_pixels; 0 never tiles)")
+  t = sub.add_parser("train", help="train (resumes from the workdir)")
+  t.add_argument("--config", required=True)
+  t.add_argument("--workdir", required=True,
+                 help="checkpoints, metrics.jsonl, config.json, samples/")
+  t.add_argument("--multihost", action="store_true",
+                 help="call jax.distributed.initialize() (Cloud TPU pods)")
+
+  from dada_jax import evaluate  # pylint: disable=g-import-not-at-top
+  evaluate.add_parser(sub)
   return p
 
 
@@ -154,16 +165,43 @@ def _restore(args, config):
   return 0
 
 
+def _train(args, config):
+  from dada_jax import train  # pylint: disable=g-import-not-at-top
+  final = train.train_and_evaluate(config, args.workdir)
+  print("final: " + " ".join(f"{k} {v:.4g}" for k, v in sorted(final.items())
+                             if k.startswith(("loss/", "eval/"))))
+  return 0
+
+
+def _evaluate(args, config):
+  from dada_jax import evaluate  # pylint: disable=g-import-not-at-top
+  return evaluate.run(args, config)
+
+
+def _errors():
+  """Exception types whose message is a complete, user-facing error line."""
+  from dada_jax import data, evaluate, sidd  # pylint: disable=g-import-not-at-top
+  return (config_lib.ConfigError, convert_torch.CheckpointMismatch,
+          pth.PthError, UsageError, FileExistsError, image_io.ImageReadError,
+          data.DataError, evaluate.EvalError, sidd.SiddError)
+
+
 def main(argv=None) -> int:
   overrides, rest = _split_overrides(sys.argv[1:] if argv is None else argv)
   args = _parser().parse_args(rest)
-  handlers = {"convert": _convert, "export": _export, "restore": _restore}
+  if getattr(args, "multihost", False):
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()
+  # Grain worker processes parse absl flags; nothing else here uses them.
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  handlers = {"convert": _convert, "export": _export, "restore": _restore,
+              "train": _train, "evaluate": _evaluate}
   try:
     config = config_lib.load_config(args.config, overrides)
     return handlers[args.command](args, config)
-  except (config_lib.ConfigError, convert_torch.CheckpointMismatch,
-          pth.PthError, UsageError, FileExistsError,
-          image_io.ImageReadError) as e:
+  except _errors() as e:
     print(f"dada-jax {args.command}: error: {e}", file=sys.stderr)
     return 2
 

@@ -51,18 +51,67 @@ def base_config(task: str) -> mlc.ConfigDict:
       linear_end=1e-2, cosine_s=8e-3))
   c.objective = mlc.ConfigDict(dict(
       mode="dda", diff_weight=0.2, triplet_margin=0.1, charbonnier_eps=1e-3))
-  c.data = mlc.ConfigDict(dict(value_range="zero_one"))
+  # α ramps over ramp_steps (the paper: 300 epochs); see train_step.alpha_at.
+  # -1 derives them from the synthetic set: steps_per_epoch = len // batch,
+  # ramp_steps = 300 epochs, α constant within an epoch, as the reference.
+  c.objective.ramp_steps = -1
+  c.objective.steps_per_epoch = -1
+
+  c.optim = mlc.ConfigDict(dict(
+      lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=0.0,
+      ema_decay=0.9999))
+
+  # Each stream: kind in synthetic | folder | paired_folders | flist |
+  # paired_flists | tfds | none (see dada_jax.data.sources.build_source).
+  # A clean-only synthetic stream gets online AWGN, σ ~ U[sigma_range]/255.
+  stream = lambda kind: mlc.ConfigDict(dict(
+      kind=kind, path="", gt_path="", split="train", data_dir="",
+      image_key="image", num=64, size=160, seed=0))
+  c.data = mlc.ConfigDict(dict(
+      value_range="zero_one", patch_size=128, batch_size=192,
+      sigma_range=(0.0, 75.0), augment=True,
+      num_workers=0, check_files=True,
+      syn=stream("synthetic"), real=stream("synthetic"), ref=stream("none")))
+
+  # Validation with the EMA restorer. kind: none | paired_folders |
+  # paired_flists | sidd_mat (path = noisy blocks .mat, gt_path = ground-truth
+  # blocks .mat) | a clean-only stream kind with AWGN of noise_sigma (8-bit).
+  c.eval = stream("none")
+  c.eval.update(preset="rgb", max_images=0, num_samples=4, noise_sigma=-1.0,
+                seed=100)
+
+  c.train = mlc.ConfigDict(dict(
+      total_steps=1_000_000, log_every=100, ckpt_every=5000, eval_every=0,
+      keep_ckpts=3, async_ckpt=True, init_from="", progress_bar=True,
+      tensorboard=True))
+  c.mesh = (("data", -1),)
+  c.sharding = "replicate"  # or "fsdp": params sharded over 'data'
   c.predict = mlc.ConfigDict(dict(tile=512, tile_overlap=128, tile_batch=4,
                                   max_untiled_pixels=1024 * 1024))
   return c
 
 
 def runlocal_models(c: mlc.ConfigDict) -> None:
-  """Shrinks both networks to test size (a few thousand parameters each)."""
+  """Shrinks both networks to test size (33k and 0.8M parameters)."""
   c.restorer.update(depth=3, wf=8)
   c.critic.update(inner_channels=32, channel_mults=(1, 2), res_blocks=1,
                   attn_res=(2,), num_head_channels=16)
   c.predict.update(tile=64, tile_overlap=16, max_untiled_pixels=128 * 128)
+
+
+def runlocal(c: mlc.ConfigDict) -> None:
+  """A few CPU-sized steps on built-in synthetic images: tiny models, batch 8
+  of 32x32 patches, checkpoints and an evaluation along the way."""
+  runlocal_models(c)
+  c.data.update(batch_size=8, patch_size=32, check_files=True)
+  c.data.syn.update(kind="synthetic", num=32, size=48, seed=0)
+  c.data.real.update(kind="synthetic", num=32, size=48, seed=1)
+  c.data.ref.update(kind="synthetic", num=32, size=48, seed=2)
+  c.objective.update(steps_per_epoch=0, ramp_steps=10)
+  c.eval.update(kind="synthetic", max_images=4, num_samples=2,
+                noise_sigma=25.0)
+  c.train.update(total_steps=6, log_every=2, ckpt_every=3, eval_every=6,
+                 keep_ckpts=2, progress_bar=False)
 
 
 def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()):

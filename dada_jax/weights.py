@@ -1,7 +1,8 @@
 """Loading and saving model weights in every form a user brings.
 
   DIR            a directory written by `dada-jax convert` (Orbax params
-                 checkpoint + config.json)
+                 checkpoint + config.json), or a training workdir (its latest
+                 checkpoint's EMA params)
   X.pth          a reference `Network.state_dict()` (official checkpoints,
                  raw or `_ema`), or a restorer-only state dict
   X.npz          the same keys as a .pth, saved with NumPy
@@ -17,6 +18,7 @@ import ml_collections as mlc
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dada_jax import checkpoint
 from dada_jax import convert_torch
 from dada_jax import pth
 
@@ -75,19 +77,36 @@ def _load_orbax(directory: str, config, roles):
       raise convert_torch.CheckpointMismatch(
           f"{target}: unreadable Orbax checkpoint ({e})") from e
     meta_tree = getattr(meta, "item_metadata", meta)
-    have = _flat_shapes(dict(meta_tree))
-    want = _flat_shapes(convert_torch.params_shape(config, roles))
-    problems = [f"missing {k} {s}" for k, s in want.items() if k not in have]
-    problems += [f"shape of {k}: checkpoint {have[k]}, model expects {s}"
-                 for k, s in want.items() if k in have and have[k] != s]
-    problems += [f"unexpected {k}" for k in have
-                 if k not in want and k.split("/", 1)[0] in roles]
-    if problems:
-      raise convert_torch.CheckpointMismatch(
-          f"{directory} does not fit the config ({len(problems)} problems): "
-          + "; ".join(problems))
+    _check_tree(directory, dict(meta_tree), config, roles)
     restored = ckptr.restore(target)
   return {r: jax.tree.map(np.asarray, restored[r]) for r in roles}
+
+
+def _check_tree(source, params, config, roles):
+  want = _flat_shapes(convert_torch.params_shape(config, roles))
+  have = _flat_shapes({r: params[r] for r in roles if r in params})
+  problems = [f"missing {k} {s}" for k, s in want.items() if k not in have]
+  problems += [f"shape of {k}: checkpoint {have[k]}, model expects {s}"
+               for k, s in want.items() if k in have and have[k] != s]
+  problems += [f"unexpected {k}" for k in have if k not in want]
+  if problems:
+    raise convert_torch.CheckpointMismatch(
+        f"{source} does not fit the config ({len(problems)} problems): "
+        + "; ".join(problems))
+
+
+def _load_workdir(workdir: str, config, roles):
+  ckpt = checkpoint.Checkpointer(workdir, async_save=False)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise convert_torch.CheckpointMismatch(
+          f"{workdir}: holds no complete checkpoint yet")
+    params = ckpt.restore_params(step, use_ema=True)
+  finally:
+    ckpt.close()
+  _check_tree(f"{workdir} (step {step})", params, config, roles)
+  return {r: jax.tree.map(np.asarray, params[r]) for r in roles}
 
 
 def load_params(path: str, config: mlc.ConfigDict, roles=("restorer",)):
@@ -97,6 +116,8 @@ def load_params(path: str, config: mlc.ConfigDict, roles=("restorer",)):
     CheckpointMismatch or PthError with a message naming the file and every
     key that does not fit `config`.
   """
+  if os.path.isdir(os.path.join(path, checkpoint.CHECKPOINTS)):
+    return _load_workdir(path, config, tuple(roles))
   if os.path.isdir(path):
     return _load_orbax(path, config, tuple(roles))
   if not os.path.isfile(path):

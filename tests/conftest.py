@@ -7,6 +7,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pathlib  # pylint: disable=g-import-not-at-top
+import tempfile  # pylint: disable=g-import-not-at-top
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
@@ -15,8 +16,13 @@ import pytest  # pylint: disable=g-import-not-at-top
 
 flags.FLAGS.mark_as_parsed()
 jax.config.update("jax_default_matmul_precision", "highest")
-# Compile time dominates these tiny-model tests; this halves the suite.
+# Compile time dominates these tiny-model tests: fewer XLA passes, and a
+# compilation cache shared by the tests of this session (identical steps
+# built by different tests compile once).
 jax.config.update("jax_disable_most_optimizations", True)
+jax.config.update("jax_compilation_cache_dir",
+                  tempfile.mkdtemp(prefix="dada_jax_xla_cache_"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 REPO = pathlib.Path(__file__).parent.parent

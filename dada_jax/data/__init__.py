@@ -10,6 +10,7 @@ from dada_jax.data.pipeline import make_eval_dataset
 from dada_jax.data.pipeline import make_eval_iterator
 from dada_jax.data.pipeline import make_train_dataset
 from dada_jax.data.pipeline import make_train_iterator
+from dada_jax.data.sources import build_source
 from dada_jax.data.sources import check_sources
 from dada_jax.data.sources import DataError
 from dada_jax.data.sources import FlistSource

@@ -352,3 +352,43 @@ def check_sources(sources: Sequence[Any], min_size: int = 0, *,
       tag = f"  [{name}]" if len(per_source) > 1 else ""
       lines += [f"  {p.path}: {p.reason}{tag}" for p in problems]
     raise DataError("\n".join(lines))
+
+
+STREAM_KINDS = ("synthetic", "folder", "paired_folders", "flist",
+                "paired_flists", "tfds", "none")
+
+
+def build_source(stream, name: str = "stream"):
+  """Builds a source from a config stream (see `config_lib.base_config`).
+
+  Args:
+    stream: ConfigDict with `kind` (one of STREAM_KINDS) and `path`,
+      `gt_path`, `split`, `data_dir`, `image_key`, `num`, `size`, `seed`.
+    name: the config field, for error messages (e.g. "config.data.real").
+
+  Returns:
+    A source, or None for kind "none".
+  """
+  kind = stream.kind
+  need = {"folder": 1, "flist": 1, "tfds": 1, "paired_folders": 2,
+          "paired_flists": 2}.get(kind, 0)
+  if kind not in STREAM_KINDS:
+    raise DataError(f"{name}.kind={kind!r}: expected one of {STREAM_KINDS}")
+  if need >= 1 and not stream.path:
+    raise DataError(f"{name}.path is empty (kind {kind!r} needs it)")
+  if need == 2 and not stream.gt_path:
+    raise DataError(f"{name}.gt_path is empty (kind {kind!r} needs it)")
+  if kind == "none":
+    return None
+  if kind == "synthetic":
+    return SyntheticClean(stream.num, stream.size, stream.seed)
+  if kind == "folder":
+    return ImageFolder(stream.path)
+  if kind == "paired_folders":
+    return PairedFolders(stream.path, stream.gt_path)
+  if kind == "flist":
+    return FlistSource(stream.path)
+  if kind == "paired_flists":
+    return PairedFlists(stream.path, stream.gt_path)
+  return TfdsSource(stream.path, stream.split, stream.image_key,
+                    stream.data_dir or None)
