@@ -198,9 +198,13 @@ def main(argv=None) -> int:
     flags.FLAGS.mark_as_parsed()
   handlers = {"convert": _convert, "export": _export, "restore": _restore,
               "train": _train, "evaluate": _evaluate}
+  from dada_jax import faults  # pylint: disable=g-import-not-at-top
   try:
     config = config_lib.load_config(args.config, overrides)
     return handlers[args.command](args, config)
+  except faults.TrainingStopped as e:
+    print(f"dada-jax {args.command}: {e}", file=sys.stderr)
+    return e.exit_code
   except _errors() as e:
     print(f"dada-jax {args.command}: error: {e}", file=sys.stderr)
     return 2

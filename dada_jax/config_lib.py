@@ -83,7 +83,7 @@ def base_config(task: str) -> mlc.ConfigDict:
   c.train = mlc.ConfigDict(dict(
       total_steps=1_000_000, log_every=100, ckpt_every=5000, eval_every=0,
       keep_ckpts=3, async_ckpt=True, init_from="", progress_bar=True,
-      tensorboard=True))
+      tensorboard=True, max_bad_steps=20))
   c.mesh = (("data", -1),)
   c.sharding = "replicate"  # or "fsdp": params sharded over 'data'
   c.predict = mlc.ConfigDict(dict(tile=512, tile_overlap=128, tile_batch=4,

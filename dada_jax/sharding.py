@@ -20,7 +20,11 @@ STRATEGIES = ("replicate", "fsdp")
 
 
 def make_mesh(config, devices=None) -> jax.sharding.Mesh:
-  """Mesh from `config.mesh`, e.g. (("data", -1),): -1 takes the rest."""
+  """Mesh from `config.mesh`, e.g. (("data", -1),): -1 takes the rest.
+
+  Fixed sizes whose product is below the device count use the first devices
+  (e.g. (("data", 1),) trains on one device of several).
+  """
   devices = list(devices if devices is not None else jax.devices())
   names = tuple(name for name, _ in config.mesh)
   sizes = [size for _, size in config.mesh]
@@ -29,9 +33,10 @@ def make_mesh(config, devices=None) -> jax.sharding.Mesh:
     raise ValueError(f"config.mesh={config.mesh} does not fit "
                      f"{len(devices)} devices")
   sizes = [len(devices) // known if s == -1 else s for s in sizes]
-  if int(np.prod(sizes)) != len(devices):
+  if int(np.prod(sizes)) > len(devices):
     raise ValueError(f"config.mesh={config.mesh} needs {int(np.prod(sizes))} "
                      f"devices, have {len(devices)}")
+  devices = devices[:int(np.prod(sizes))]
   return jax.make_mesh(tuple(sizes), names, devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,) * len(names))
 

@@ -12,8 +12,8 @@ checkpoint, or another run's workdir), else a fresh init from `config.seed`.
 from __future__ import annotations
 
 import functools
-import math
-import os
+import json
+import signal
 
 from absl import logging
 import jax
@@ -22,6 +22,7 @@ import ml_collections as mlc
 from dada_jax import checkpoint as ckpt_lib
 from dada_jax import config_lib
 from dada_jax import data
+from dada_jax import faults
 from dada_jax import metric_writer
 from dada_jax import models
 from dada_jax import sharding
@@ -47,7 +48,7 @@ def check_config(config: mlc.ConfigDict, num_devices: int) -> None:
   if config.objective.mode == "dda_ex" and d.ref.kind == "none":
     raise config_lib.ConfigError("config.objective.mode='dda_ex' needs a clean "
                                  "reference stream: set config.data.ref.kind")
-  for name in ("total_steps", "log_every"):
+  for name in ("total_steps", "log_every", "ckpt_every", "max_bad_steps"):
     if t[name] <= 0:
       raise config_lib.ConfigError(f"config.train.{name}={t[name]} must be "
                                    "positive")
@@ -92,6 +93,13 @@ def _initial_state(config, workdir, mesh, state_sharding, state_shape,
                    checkpointer, data_iter, init_rng):
   latest = checkpointer.latest_step()
   if latest is not None:
+    saved = checkpointer.restore_meta(latest).get("config", {})
+    diff = faults.config_mismatches(saved, json.loads(config.to_json()))
+    if diff:
+      raise config_lib.ConfigError(
+          f"{ckpt_lib.checkpoint_dir(workdir)}/{latest} was written with "
+          f"another model config ({'; '.join(diff)}); use a new --workdir or "
+          "the matching --config.* values")
     logging.info("resuming from %s step %d", workdir, latest)
     target = ckpt_lib.abstract_with_shardings(state_shape, state_sharding)
     return checkpointer.restore(latest, target, data_iter)
@@ -113,7 +121,6 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
   config = config.copy_and_resolve_references()
   mesh = sharding.make_mesh(config)
   check_config(config, mesh.shape["data"])
-  os.makedirs(workdir, exist_ok=True)
   t = config.train
 
   eval_fn = evaluate.build_eval(config)  # validates eval data up front
@@ -126,6 +133,9 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
   batch_sharding = sharding.batch_sharding(mesh)
   repl = sharding.replicated(mesh)
 
+  state_bytes = sum(x.size * x.dtype.itemsize
+                    for x in jax.tree.leaves(state_shape))
+  faults.check_workdir(workdir, (t.keep_ckpts + 1) * state_bytes)
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=t.keep_ckpts,
                                        async_save=t.async_ckpt)
   state = _initial_state(config, workdir, mesh, state_sharding, state_shape,
@@ -144,30 +154,64 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
   progress = metric_writer.Progress(
       t.total_steps, start_step=step, global_batch_size=config.data.batch_size,
       bar=t.progress_bar, enabled=jax.process_index() == 0)
+
+  def save(step):
+    if int(jax.device_get(state["bad_steps"])):
+      logging.warning("step %d: not checkpointing inside a streak of "
+                      "skipped steps", step)
+      return
+    try:
+      checkpointer.save(step, state, data_iter, config)
+    except OSError as e:
+      raise faults.TrainingStopped(
+          f"step {step}: saving the checkpoint failed ({e}); earlier "
+          f"checkpoints in {ckpt_lib.checkpoint_dir(workdir)} are intact: "
+          f"{checkpointer.all_steps()}") from e
+
   last = {}
-  with jax.set_mesh(mesh):
-    while step < t.total_steps:
-      batch = sharding.put_batch(next(data_iter), batch_sharding)
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        state, metrics = train_step(state, batch, step_rng)
-      step += 1
-      if step % t.log_every == 0 or step == t.total_steps:
-        last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        bad = [k for k, v in last.items() if not math.isfinite(v)]
-        if bad:
-          raise FloatingPointError(f"step {step}: non-finite {bad}")
-        last.update(progress.update(step, last))
-        writer.write_scalars(step, last)
-      if t.eval_every and eval_fn and (step % t.eval_every == 0
-                                       or step == t.total_steps):
-        ema_restorer = jax.device_get(state["ema"]["restorer"])
-        results = eval_fn(ema_restorer, step=step, workdir=workdir)
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in
-                                    results.items()})
-      if step % t.ckpt_every == 0 or step == t.total_steps:
-        checkpointer.save(step, state, data_iter, config)
-  checkpointer.close()
-  progress.close()
-  writer.close()
+  try:
+    with faults.SignalCatcher() as signals, jax.set_mesh(mesh):
+      while step < t.total_steps:
+        batch = sharding.put_batch(next(data_iter), batch_sharding)
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          state, metrics = train_step(state, batch, step_rng)
+        step += 1
+        if step % t.log_every == 0 or step == t.total_steps:
+          last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          last.update(progress.update(step, last))
+          writer.write_scalars(step, last)
+          _check_streak(state, step, t.max_bad_steps, checkpointer, workdir)
+        if t.eval_every and eval_fn and (step % t.eval_every == 0
+                                         or step == t.total_steps):
+          ema_restorer = jax.device_get(state["ema"]["restorer"])
+          results = eval_fn(ema_restorer, step=step, workdir=workdir)
+          writer.write_scalars(step, {f"eval/{k}": v for k, v in
+                                      results.items()})
+        if step % t.ckpt_every == 0 or step == t.total_steps:
+          save(step)
+        if signals.received is not None:
+          if step % t.ckpt_every and step != t.total_steps:
+            save(step)
+          checkpointer.wait()
+          name = signal.Signals(signals.received).name
+          raise faults.TrainingStopped(
+              f"stopped by {name} at step {step}; checkpoint saved in "
+              f"{ckpt_lib.checkpoint_dir(workdir)}; rerun the same command "
+              "to continue", exit_code=128 + signals.received)
+  finally:
+    checkpointer.close()
+    progress.close()
+    writer.close()
   return last
 
+
+def _check_streak(state, step, max_bad, checkpointer, workdir):
+  bad = int(jax.device_get(state["bad_steps"]))
+  if bad >= max_bad:
+    good = checkpointer.latest_step()
+    where = (f"{ckpt_lib.checkpoint_dir(workdir)}/{good}" if good is not None
+             else "none yet")
+    raise faults.TrainingStopped(
+        f"step {step}: the last {bad} steps had non-finite loss or gradients "
+        f"and were skipped (config.train.max_bad_steps={max_bad}); last good "
+        f"checkpoint: {where} (left intact)")

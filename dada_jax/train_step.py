@@ -6,7 +6,8 @@ sharding tree mirrors it exactly:
   {"step": int32 [],
    "params": {"restorer": ..., "critic": ...},   # no critic in vanilla mode
    "opt": optax state,
-   "ema": {"restorer": ..., "critic": ...}}
+   "ema": {"restorer": ..., "critic": ...},
+   "bad_steps": int32 []}   # consecutive skipped (non-finite) steps
 
 One Adam updates restorer and critic together on L_pix + α·L_diffusion, as the
 reference does (the critic thus learns from α-scaled gradients), and the EMA
@@ -56,6 +57,7 @@ def init_state(config: mlc.ConfigDict, rng: jax.Array, params=None) -> State:
       "params": params,
       "opt": make_optimizer(config).init(params),
       "ema": jax.tree.map(jnp.copy, params),
+      "bad_steps": jnp.zeros((), jnp.int32),
   }
 
 
@@ -79,7 +81,11 @@ def make_train_step(config: mlc.ConfigDict):
   `rng` is the run's base key; the step folds in `state["step"]`, so a resumed
   run draws exactly what the uninterrupted run would have. Metrics are float32
   scalars: loss/{total,pixel,diffusion,mse,triplet}, grad_norm/<role>, alpha,
-  lr.
+  lr, skipped.
+
+  A step whose loss or gradients are not finite is not applied: params,
+  optimizer state and EMA stay as they were, `skipped` is 1 and
+  `state["bad_steps"]` counts the streak (the trainer stops on a long one).
   """
   loss_fn = objective.make_objective(config)
   tx = make_optimizer(config)
@@ -98,12 +104,21 @@ def make_train_step(config: mlc.ConfigDict):
     params = optax.apply_updates(state["params"], updates)
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
                        state["ema"], params)
+    finite = jnp.isfinite(terms.total) & jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    keep_if_bad = lambda new, old: jax.tree.map(
+        lambda n, o: jnp.where(finite, n, o), new, old)
+    params = keep_if_bad(params, state["params"])
+    opt = keep_if_bad(opt, state["opt"])
+    ema = keep_if_bad(ema, state["ema"])
     metrics = {f"loss/{k}": v for k, v in terms._asdict().items()}
     for role, g in grads.items():
       metrics[f"grad_norm/{role}"] = optax.tree.norm(g)
     metrics["alpha"] = jnp.asarray(alpha, jnp.float32)
     metrics["lr"] = jnp.asarray(config.optim.lr, jnp.float32)
-    new_state = {"step": step + 1, "params": params, "opt": opt, "ema": ema}
+    metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
+    new_state = {"step": step + 1, "params": params, "opt": opt, "ema": ema,
+                 "bad_steps": jnp.where(finite, 0, state["bad_steps"] + 1)}
     return new_state, metrics
 
   return train_step
