@@ -95,6 +95,8 @@ def test_convert_restore_export(tmp_path, pth_file, inputs, ref_state, small,
     (SMALL + ["--config.restorer.dpth=3"], "--config.restorer.dpth: unknown field"),
     (SMALL + ["--config.restorer.depth=deep"], "expected a value of type int"),
     (SMALL + ["--config.objective.mode=gan"], "config.objective.mode='gan'"),
+    (SMALL + ["--config.diffusion.schedule=sigmoid"],
+     "config.diffusion.schedule='sigmoid'"),
     (SMALL[:1] + [str(REPO / "configs/denoise.py")], "does not fit the config"),
 ])
 def test_bad_flags_give_one_clear_line(tmp_path, pth_file, args, message,

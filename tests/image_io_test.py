@@ -50,13 +50,14 @@ def test_exif_orientation_is_applied(tmp_path):
   assert "EXIF orientation 6" in got.note
 
 
-@pytest.mark.parametrize("content,reason", [
-    (b"", "empty file"),
-    (b"this is text", "not an image"),
-    (None, "cannot read image"),  # a truncated PNG
+@pytest.mark.parametrize("name,content,reason", [
+    ("bad.png", b"", "empty file"),
+    ("bad.png", b"this is text", "not an image"),
+    ("bad.png", None, "cannot read image"),  # truncated
+    ("bad.jpg", None, "cannot read image"),  # truncated
 ])
-def test_unreadable_files_name_the_path(tmp_path, content, reason):
-  path = tmp_path / "bad.png"
+def test_unreadable_files_name_the_path(tmp_path, name, content, reason):
+  path = tmp_path / name
   if content is None:
     Image.fromarray(_rgb(64, 64)).save(path)
     content = path.read_bytes()[:200]
@@ -84,3 +85,19 @@ def test_write_png_leaves_no_partial_file(tmp_path):
   assert list(tmp_path.iterdir()) == []
   image_io.write_png(path, _rgb())
   np.testing.assert_array_equal(image_io.read_rgb8(path), _rgb())
+
+
+def test_training_sources_read_images_the_same_way(tmp_path):
+  """Training and restore see the same upright 8-bit RGB pixels."""
+  from dada_jax.data import sources  # pylint: disable=g-import-not-at-top
+  img = Image.fromarray(_rgb(4, 8), "RGB")
+  exif = img.getexif()
+  exif[0x0112] = 8
+  img.save(tmp_path / "r.jpg", exif=exif, quality=100)
+  Image.fromarray((_rgb(4, 8)[..., 0].astype(np.uint16) * 257)).save(
+      tmp_path / "g16.png")
+  folder = sources.ImageFolder(tmp_path)
+  for i, path in enumerate(sorted(tmp_path.iterdir())):
+    np.testing.assert_array_equal(folder[i]["image"],
+                                  image_io.read_rgb8(path))
+  assert folder[1]["image"].shape == (8, 4, 3)  # r.jpg, rotated upright
