@@ -66,7 +66,9 @@ def base_config(task: str) -> mlc.ConfigDict:
   # A clean-only synthetic stream gets online AWGN, σ ~ U[sigma_range]/255.
   stream = lambda kind: mlc.ConfigDict(dict(
       kind=kind, path="", gt_path="", split="train", data_dir="",
-      image_key="image", num=64, size=160, seed=0))
+      image_key="image", num=64, size=160, seed=0,
+      # kind simulated (and builtin: path = images_dir, size = max side):
+      task="", domain="real", paired=True))
   c.data = mlc.ConfigDict(dict(
       value_range="zero_one", patch_size=128, batch_size=192,
       sigma_range=(0.0, 75.0), augment=True,

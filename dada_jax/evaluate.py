@@ -261,14 +261,15 @@ def source_from_config(config: mlc.ConfigDict):
   """
   e = config.eval
   kinds = ("paired_folders", "paired_flists", "folder", "flist", "tfds",
-           "synthetic")
+           "synthetic", "builtin", "simulated")
   if e.kind not in kinds:
     raise config_lib.ConfigError(f"config.eval.kind={e.kind!r}: expected "
                                  f"one of {('none', *kinds, 'sidd_mat')}")
-  if not e.kind.startswith("paired") and e.noise_sigma < 0:
+  source = data.build_source(e, "config.eval")
+  if not getattr(source, "paired", False) and e.noise_sigma < 0:
     raise config_lib.ConfigError(f"config.eval: kind {e.kind} is clean-only; "
                                  "set noise_sigma >= 0 (8-bit units)")
-  return data.build_source(e, "config.eval")
+  return source
 
 
 def build_eval(config: mlc.ConfigDict):

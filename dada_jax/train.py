@@ -66,8 +66,6 @@ def make_train_data(config: mlc.ConfigDict):
     ref = data.build_source(d.ref, "config.data.ref")
   if syn is None or (config.objective.mode != "vanilla" and real is None):
     raise data.DataError("config.data.syn and config.data.real need a kind")
-  if real is None:  # vanilla: the pipeline still wants a second stream
-    real = syn
   ds = data.make_train_dataset(
       syn, real, ref, patch_size=d.patch_size, global_batch_size=d.batch_size,
       seed=config.seed, value_range=d.value_range, augment=d.augment,

@@ -355,7 +355,7 @@ def check_sources(sources: Sequence[Any], min_size: int = 0, *,
 
 
 STREAM_KINDS = ("synthetic", "folder", "paired_folders", "flist",
-                "paired_flists", "tfds", "none")
+                "paired_flists", "tfds", "none", "builtin", "simulated")
 
 
 def build_source(stream, name: str = "stream"):
@@ -390,5 +390,23 @@ def build_source(stream, name: str = "stream"):
     return FlistSource(stream.path)
   if kind == "paired_flists":
     return PairedFlists(stream.path, stream.gt_path)
+  if kind in ("builtin", "simulated"):
+    # builtin: clean photos from pip wheels (or the folder `path`), max side
+    # `size`; simulated: those degraded by `task`/`domain` with `seed`, paired
+    # or not per `paired` (see dada_jax.data.simulated).
+    from dada_jax.data import builtin  # pylint: disable=g-import-not-at-top
+    from dada_jax.data import simulated  # pylint: disable=g-import-not-at-top
+    base = builtin.BuiltinPhotos(stream.split, images_dir=stream.path or None,
+                                 max_side=stream.size or None)
+    if kind == "builtin":
+      return base
+    if not stream.get("task"):
+      raise DataError(f"{name}.task is empty (kind 'simulated' needs it: "
+                      f"one of {sorted(simulated.degrade_lib.DEGRADATIONS)})")
+    try:
+      return simulated.SimulatedPairs(base, stream.task, stream.domain,
+                                      stream.seed, paired=stream.paired)
+    except ValueError as e:
+      raise DataError(f"{name}: {e}") from e
   return TfdsSource(stream.path, stream.split, stream.image_key,
                     stream.data_dir or None)
