@@ -76,8 +76,7 @@ class Checkpointer:
       raise FileNotFoundError("no checkpoint to restore")
     restored = self.manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    state = restored["state"]
-    return jax.tree.map(lambda x: x, state["ema" if use_ema else "params"])
+    return restored["state"]["ema" if use_ema else "params"]
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -21,29 +21,8 @@ usage() {
   exit 2
 }
 
-die() {
-  echo "gpu.sh: $*" >&2
-  exit 2
-}
-
-# Prints an argument so that the shell reads it back unchanged.
-quote() {
-  if [[ "$1" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    local out="" arg
-    for arg in "$@"; do out+="$(quote "$arg") "; done
-    echo "${out% }"
-  else
-    "$@"
-  fi
-}
+# shellcheck source=common.bash
+source "$(dirname "${BASH_SOURCE[0]}")/common.bash"
 
 setenv() {
   export "$1=$2"

@@ -19,29 +19,8 @@ usage() {
   exit 2
 }
 
-die() {
-  echo "setup_tpu.sh: $*" >&2
-  exit 2
-}
-
-# Prints an argument so that the shell reads it back unchanged.
-quote() {
-  if [[ "$1" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    local out="" arg
-    for arg in "$@"; do out+="$(quote "$arg") "; done
-    echo "${out% }"
-  else
-    "$@"
-  fi
-}
+# shellcheck source=common.bash
+source "$(dirname "${BASH_SOURCE[0]}")/common.bash"
 
 # Whether $1 is a Python interpreter new enough for jax.
 new_enough() {

@@ -36,30 +36,8 @@ usage() {
   exit 2
 }
 
-die() {
-  echo "tpu_vm.sh: $*" >&2
-  exit 2
-}
-
-# Prints an argument so that the shell reads it back unchanged.
-quote() {
-  if [[ "$1" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-# Quotes every argument and joins them with spaces.
-join() {
-  local out="" arg
-  for arg in "$@"; do out+="$(quote "$arg") "; done
-  printf '%s' "${out% }"
-}
-
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then join "$@"; echo; else "$@"; fi
-}
+# shellcheck source=common.bash
+source "$(dirname "${BASH_SOURCE[0]}")/common.bash"
 
 DRY_RUN=0
 if [[ "${1:-}" == "--dry-run" ]]; then DRY_RUN=1; shift; fi

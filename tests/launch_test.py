@@ -56,6 +56,7 @@ def test_every_script_parses():
   for script in scripts:
     subprocess.run(["bash", "-n", str(script)], check=True)
     assert os.access(script, os.X_OK), script
+  subprocess.run(["bash", "-n", str(LAUNCH / "common.bash")], check=True)
 
 
 def test_gpu_dry_run(env, tmp_path):
