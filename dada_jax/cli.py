@@ -6,6 +6,9 @@
                    --input FILE_OR_DIR --output DIR [--tile N]
   dada-jax train   --config CONFIG --workdir DIR [--multihost]
   dada-jax evaluate --config CONFIG --checkpoint DIR [--preset NAME] ...
+  dada-jax bench   [--config CONFIG] [--batch N] [--size S] [--json OUT]
+  dada-jax sim2real --task TASK --seeds N --steps S --output OUT [--images DIR]
+  dada-jax demo    [--output DIR]   (vanilla vs DDA on built-in photos)
 
 Any `--config.a.b=value` argument overrides a config field. Errors are one
 line naming the flag or file, with a non-zero exit status.
@@ -62,8 +65,10 @@ def _parser():
   t.add_argument("--multihost", action="store_true",
                  help="call jax.distributed.initialize() (Cloud TPU pods)")
 
-  from dada_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from dada_jax import bench, evaluate, sim2real  # pylint: disable=g-import-not-at-top
   evaluate.add_parser(sub)
+  bench.add_parser(sub)
+  sim2real.add_parsers(sub)
   return p
 
 
@@ -178,17 +183,30 @@ def _evaluate(args, config):
   return evaluate.run(args, config)
 
 
+def _bench(args, config):
+  from dada_jax import bench  # pylint: disable=g-import-not-at-top
+  return bench.run(args, config)
+
+
+def _sim2real(args, config):
+  from dada_jax import sim2real  # pylint: disable=g-import-not-at-top
+  return sim2real.run(args, config, command=args.command_line)
+
+
 def _errors():
   """Exception types whose message is a complete, user-facing error line."""
-  from dada_jax import data, evaluate, sidd  # pylint: disable=g-import-not-at-top
+  from dada_jax import bench, bench_torch, data, evaluate, sidd, sim2real  # pylint: disable=g-import-not-at-top
   return (config_lib.ConfigError, convert_torch.CheckpointMismatch,
           pth.PthError, UsageError, FileExistsError, image_io.ImageReadError,
-          data.DataError, evaluate.EvalError, sidd.SiddError)
+          data.DataError, evaluate.EvalError, sidd.SiddError,
+          bench.BenchError, bench_torch.ReferenceError, sim2real.Sim2RealError)
 
 
 def main(argv=None) -> int:
-  overrides, rest = _split_overrides(sys.argv[1:] if argv is None else argv)
+  argv = sys.argv[1:] if argv is None else list(argv)
+  overrides, rest = _split_overrides(argv)
   args = _parser().parse_args(rest)
+  args.command_line = " ".join(["dada-jax", *argv])
   if getattr(args, "multihost", False):
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()
@@ -197,10 +215,15 @@ def main(argv=None) -> int:
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   handlers = {"convert": _convert, "export": _export, "restore": _restore,
-              "train": _train, "evaluate": _evaluate}
+              "train": _train, "evaluate": _evaluate,
+              "bench": _bench, "sim2real": _sim2real, "demo": _sim2real}
   from dada_jax import faults  # pylint: disable=g-import-not-at-top
   try:
-    config = config_lib.load_config(args.config, overrides)
+    spec = args.config
+    if args.command in ("sim2real", "demo"):
+      from dada_jax import sim2real  # pylint: disable=g-import-not-at-top
+      spec = sim2real.config_spec(args)
+    config = config_lib.load_config(spec, overrides)
     return handlers[args.command](args, config)
   except faults.TrainingStopped as e:
     print(f"dada-jax {args.command}: {e}", file=sys.stderr)

@@ -45,12 +45,19 @@ def base_config(task: str) -> mlc.ConfigDict:
       in_channels=9, out_channels=3, inner_channels=64,
       channel_mults=(1, 2, 4, 8), res_blocks=2, attn_res=(16,),
       num_head_channels=32, dropout=0.2, use_scale_shift_norm=True,
-      resblock_updown=True, conv_resample=True, zero_init_outputs=False))
+      resblock_updown=True, conv_resample=True, zero_init_outputs=False,
+      # Recompute the critic's activations in the backward pass (less memory
+      # for large batches, ~1/3 more critic FLOPs); numbers are unchanged.
+      remat=False))
   c.diffusion = mlc.ConfigDict(dict(
       schedule="linear", num_timesteps=1000, linear_start=1e-6,
       linear_end=1e-2, cosine_s=8e-3))
   c.objective = mlc.ConfigDict(dict(
-      mode="dda", diff_weight=0.2, triplet_margin=0.1, charbonnier_eps=1e-3))
+      mode="dda", diff_weight=0.2, triplet_margin=0.1, charbonnier_eps=1e-3,
+      # The paper's ablations: False turns off the per-sample channel shuffle
+      # (synthetic always in the first condition slot) / the residual-swapped
+      # negatives and their triplet term (dda mode).
+      channel_shuffle=True, negatives=True))
   # α ramps over ramp_steps (the paper: 300 epochs); see train_step.alpha_at.
   # -1 derives them from the synthetic set: steps_per_epoch = len // batch,
   # ramp_steps = 300 epochs, α constant within an epoch, as the reference.

@@ -49,7 +49,8 @@ class LossTerms(NamedTuple):
   """Scalar float32 loss terms."""
   total: jax.Array      # L_pix + α·L_diffusion
   pixel: jax.Array      # Charbonnier(syn_gt, syn_lq + G(syn_lq))
-  diffusion: jax.Array  # (mse + triplet) / 2 in dda, mse in dda_ex, 0 vanilla
+  diffusion: jax.Array  # (mse + triplet) / 2 in dda; mse in dda_ex and without
+                        # negatives; 0 vanilla
   mse: jax.Array        # MSE(ε, ε̂)
   triplet: jax.Array    # relu(MSE(ε, ε̂) - MSE(ε, ε̂_neg) + margin)
 
@@ -105,6 +106,15 @@ def make_objective(config: mlc.ConfigDict, mode: str | None = None):
   schedule = diffusion.schedule_from_config(config.diffusion)
   margin = config.objective.triplet_margin
   eps = config.objective.charbonnier_eps
+  shuffle = config.objective.get("channel_shuffle", True)
+  negatives = mode == "dda" and config.objective.get("negatives", True)
+  remat = config.critic.get("remat", False)
+
+  def critic_apply(critic_params, x, gammas, train, dropout_rng):
+    fn = lambda p, x, g, r: critic.apply({"params": p}, x, g, train=train,
+                                         rngs={"dropout": r})
+    return (jax.checkpoint(fn) if remat else fn)(critic_params, x, gammas,
+                                                 dropout_rng)
 
   def loss_fn(params: dict[str, Any], batch: dict[str, jax.Array],
               rng: jax.Array, alpha, *, draws: Draws | None = None,
@@ -132,24 +142,24 @@ def make_objective(config: mlc.ConfigDict, mode: str | None = None):
     gammas = diffusion.continuous_gammas(schedule, draws.t, draws.u)
     clean = batch["ref_clean"] if mode == "dda_ex" else syn_gt
     noisy = diffusion.q_sample(clean, gammas, draws.noise)
-    c1, c2 = _swap_slots(draws.swap, syn_out, real_out)
+    swap = draws.swap if shuffle else jnp.zeros_like(draws.swap)
+    c1, c2 = _swap_slots(swap, syn_out, real_out)
     critic_in = [jnp.concatenate([noisy, c1, c2], axis=-1)]
-    if mode == "dda":
+    if negatives:
       # Residual-swapped negatives: each input with the other domain's residual.
-      n1, n2 = _swap_slots(draws.negswap, syn_lq + real_res, real_lq + syn_res)
+      negswap = draws.negswap if shuffle else jnp.zeros_like(draws.negswap)
+      n1, n2 = _swap_slots(negswap, syn_lq + real_res, real_lq + syn_res)
       critic_in.append(jnp.concatenate([noisy, n1, n2], axis=-1))
     # One critic call on positives and negatives stacked on the batch axis.
     k = len(critic_in)
-    eps_hat = critic.apply({"params": params["critic"]},
-                           jnp.concatenate(critic_in),
-                           jnp.tile(gammas, k), train=train,
-                           rngs={"dropout": dropout_rng})
+    eps_hat = critic_apply(params["critic"], jnp.concatenate(critic_in),
+                           jnp.tile(gammas, k), train, dropout_rng)
     mse_pos = mse(draws.noise, eps_hat[:b])
-    if mode == "dda":
+    if negatives:
       mse_neg = mse(draws.noise, eps_hat[b:])
       triplet = jax.nn.relu(mse_pos - mse_neg + margin)
       diff = (mse_pos + triplet) / 2.0
-    else:
+    else:  # dda_ex, or the dda ablation without negatives: L_noise alone
       triplet = zero
       diff = mse_pos
     total = alpha * diff + pixel

@@ -52,7 +52,8 @@ def _fails(result, message):
 
 def test_every_script_parses():
   scripts = sorted(LAUNCH.glob("*.sh"))
-  assert [p.name for p in scripts] == ["gpu.sh", "setup_tpu.sh", "tpu_vm.sh"]
+  assert [p.name for p in scripts] == ["gpu.sh", "gpu_benchmarks.sh",
+                                      "setup_tpu.sh", "tpu_vm.sh"]
   for script in scripts:
     subprocess.run(["bash", "-n", str(script)], check=True)
     assert os.access(script, os.X_OK), script

@@ -124,3 +124,21 @@ def test_demo_runlocal_trains_and_evaluates(tmp_path):
   evals = [r for r in rows if "eval/psnr" in r]
   assert evals and np.isfinite(evals[-1]["eval/psnr"])
   assert evals[-1]["eval/num_images"] == 2
+
+
+def test_cache_degrades_each_image_once(monkeypatch):
+  calls = []
+  real_degrade = simulated.degrade_lib.degrade
+  monkeypatch.setattr(simulated.degrade_lib, "degrade",
+                      lambda *a, **k: calls.append(1) or real_degrade(*a, **k))
+  cached = simulated.SimulatedPairs(_base(), "denoise", "real", seed=3,
+                                    paired=False)
+  uncached = simulated.SimulatedPairs(_base(), "denoise", "real", seed=3,
+                                      paired=False, cache_size=0)
+  first = [cached[i]["image"] for i in range(3)]
+  again = [cached[i]["image"] for i in range(3)]
+  assert len(calls) == 3
+  for a, b, c in zip(first, again, [uncached[i]["image"] for i in range(3)]):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+  assert len(calls) == 6  # the uncached source degrades on every read

@@ -111,6 +111,7 @@ class BuiltinPhotos:
       instead of the built-in ones; sorted file i is in "test" iff
       i % TEST_EVERY == 0, else in "train". Needs at least two images.
     max_side: if set, the largest allowed image side in pixels.
+    cache_size: decoded images kept in memory (per process; 0: none).
 
   Attributes:
     names: built-in names, or paths relative to `images_dir`; sorted.
@@ -126,12 +127,15 @@ class BuiltinPhotos:
 
   def __init__(self, split: str = "train", *,
                images_dir: str | os.PathLike | None = None,
-               max_side: int | None = None):
+               max_side: int | None = None, cache_size: int = 64):
     if split not in SPLITS:
       raise ValueError(f"split={split!r}: expected one of {SPLITS}")
     if max_side is not None and max_side < 1:
       raise ValueError(f"max_side={max_side}: expected a positive int")
     self.split, self.max_side, self.problems = split, max_side, []
+    # Decoded (and resized) photos, so patches do not re-decode their file.
+    self._cache: dict[int, np.ndarray] = {}
+    self._cache_size = int(cache_size)
     if images_dir is None:
       self.images_dir = None
       self.names, self.paths = self._builtin(split)
@@ -173,9 +177,13 @@ class BuiltinPhotos:
     return len(self.paths)
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    image = image_io.read_rgb8(self.paths[index])
-    if self.max_side is not None:
-      image = _resize_max_side(image, self.max_side)
+    image = self._cache.get(index)
+    if image is None:
+      image = image_io.read_rgb8(self.paths[index])
+      if self.max_side is not None:
+        image = _resize_max_side(image, self.max_side)
+      if len(self._cache) < self._cache_size:
+        self._cache[index] = image
     return {"image": image}
 
   def __repr__(self) -> str:

@@ -18,8 +18,10 @@ image.
 
 Element i is a pure function of (base[i], task, domain, seed, i): its
 generator is `np.random.default_rng([seed, i])`, so items do not depend on
-the order or the number of reads. Nothing is cached; a camera-pipeline
-degradation of a 256-pixel image takes tens of milliseconds.
+the order or the number of reads. A camera-pipeline degradation of a 256-pixel
+image takes tens of milliseconds, so the first `cache_size` degraded images are
+kept in memory (per process): a small training set is degraded once, not once
+per patch.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class SimulatedPairs:
     domain: "synthetic" or "real".
     seed: degradation seed; item i uses `np.random.default_rng([seed, i])`.
     paired: whether elements carry the clean ground truth.
+    cache_size: degraded images kept in memory (0: none).
     **params: extra keyword arguments of the degradation function.
 
   Raises:
@@ -54,7 +57,7 @@ class SimulatedPairs:
   """
 
   def __init__(self, base: Any, task: str, domain: str, seed: int = 0, *,
-               paired: bool = True, **params):
+               paired: bool = True, cache_size: int = 64, **params):
     if task not in degrade_lib.DEGRADATIONS or domain not in DOMAINS:
       known = [f"{t}/{d}" for t in degrade_lib.DEGRADATIONS for d in DOMAINS]
       raise ValueError(f"unknown degradation {task}/{domain}; known: "
@@ -64,6 +67,8 @@ class SimulatedPairs:
                        "needs clean images ({'image': uint8})")
     self.base, self.task, self.domain = base, task, domain
     self.seed, self.paired, self.params = int(seed), bool(paired), params
+    self._cache: dict[int, np.ndarray] = {}
+    self._cache_size = int(cache_size)
     self.problems: list[Problem] = list(getattr(base, "problems", []))
     extra = "".join(f", {k}={v!r}" for k, v in sorted(params.items()))
     self.name = (f"SimulatedPairs({base!r}, task={task!r}, domain={domain!r}, "
@@ -83,11 +88,17 @@ class SimulatedPairs:
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     if not 0 <= index < len(self):
       raise IndexError(index)
+    lq = self._cache.get(index)
+    if lq is not None and not self.paired:
+      return {"image": lq}
     clean = np.asarray(self.base[index]["image"])
     if clean.dtype != np.uint8:
       raise ValueError(f"{self.base!r}[{index}]: expected uint8, got "
                        f"{clean.dtype}")
-    lq = self.degraded(clean, index)
+    if lq is None:
+      lq = self.degraded(clean, index)
+      if len(self._cache) < self._cache_size:
+        self._cache[index] = lq
     return {"lq": lq, "gt": clean} if self.paired else {"image": lq}
 
   def __repr__(self) -> str:

