@@ -199,7 +199,8 @@ def _errors():
   return (config_lib.ConfigError, convert_torch.CheckpointMismatch,
           pth.PthError, UsageError, FileExistsError, image_io.ImageReadError,
           data.DataError, evaluate.EvalError, sidd.SiddError,
-          bench.BenchError, bench_torch.ReferenceError, sim2real.Sim2RealError)
+          bench.BenchError, bench_torch.ReferenceError, sim2real.Sim2RealError,
+          sim2real.ReportError)
 
 
 def main(argv=None) -> int:

@@ -19,18 +19,17 @@ Protocol, per seed (configs/demo.py's networks and data unless overridden):
      photos with the real degradation (`*_real`) and with the synthetic one
      (`*_syn`); test photos are never trained on and nothing is tuned on them.
 
-Writes OUT/runs/seed_<s>.json as each seed finishes, then OUT/results.json
-(every run), OUT/results.md (mean ± std over seeds), OUT/psnr_vs_step.png and
-OUT/comparison.png (input | vanilla | dda | ground truth, real test photos).
+Writes OUT/runs/seed_<s>.json after every branch, then (`sim2real_report`)
+OUT/results.json (every run), OUT/results.md (mean ± std over seeds),
+OUT/psnr_vs_step.png and OUT/comparison.png (input | vanilla | dda | ground
+truth, real test photos).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
-import shutil
 import time
 
 import jax
@@ -38,24 +37,30 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
-from dada_jax import config_lib
+from dada_jax import data
 from dada_jax import evaluate
 from dada_jax import image_io
 from dada_jax import metrics
 from dada_jax import models
-from dada_jax import predict
 from dada_jax import sharding
 from dada_jax import train as train_lib
 from dada_jax import train_step as step_lib
-from dada_jax import data
 
-METHODS = ("vanilla", "dda", "oracle", "no_shuffle", "no_negatives")
+from dada_jax.sim2real_report import METHODS
+from dada_jax.sim2real_report import ReportError
+from dada_jax.sim2real_report import aggregate
+from dada_jax.sim2real_report import write_atomic
+from dada_jax.sim2real_report import write_comparison
 LINEAR_TAPS = 7
 SYN_TEST_SEED = 2000
 
 
 class Sim2RealError(ValueError):
   """A bad sim2real flag; the message names it."""
+
+
+__all__ = ["METHODS", "ReportError", "Sim2RealError", "aggregate",
+           "method_config", "run", "run_seed"]
 
 
 def method_config(base: mlc.ConfigDict, method: str) -> mlc.ConfigDict:
@@ -242,137 +247,6 @@ def run_seed(base: mlc.ConfigDict, seed: int, *, warmup_steps: int,
   return out
 
 
-# ------------------------------------------------------------------ reports
-
-
-def _mean_std(values):
-  v = np.asarray(values, np.float64)
-  return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
-
-
-def summarize(seeds: list[dict]) -> dict:
-  """Per-method mean/std over seeds, and DDA's gain over vanilla per seed."""
-  runs = [r for s in seeds for r in s["runs"]]
-  methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
-  table = {}
-  for m in methods:
-    rs = [r for r in runs if r["method"] == m]
-    table[m] = {k: _mean_std([r[k] for r in rs]) for k in
-                ("psnr_real", "ssim_real", "psnr_syn", "ssim_syn")}
-    table[m]["seeds"] = len(rs)
-  out = {"methods": table}
-  by = {(r["method"], r["seed"]): r for r in runs}
-  seeds_both = sorted(s for (m, s) in by if m == "dda" and ("vanilla", s) in by)
-  if seeds_both:
-    gain = [by["dda", s]["psnr_real"] - by["vanilla", s]["psnr_real"]
-            for s in seeds_both]
-    syn = [by["dda", s]["psnr_syn"] - by["vanilla", s]["psnr_syn"]
-           for s in seeds_both]
-    out["dda_vs_vanilla"] = {
-        "seeds": seeds_both, "psnr_real_gain": gain, "psnr_syn_change": syn,
-        "mean_psnr_real_gain": float(np.mean(gain)),
-        "mean_psnr_syn_change": float(np.mean(syn)),
-        "every_seed_positive": bool(all(g > 0 for g in gain))}
-  return out
-
-
-def markdown(seeds: list[dict], summary: dict, command: str = "") -> str:
-  """The Markdown report: warm-up check, mean ± std table, DDA's gain."""
-  fmt = lambda ms, p: f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
-  lines = []
-  if command:
-    lines += [f"`{command}`", ""]
-  lines += ["| seed | warm-up PSNR syn | 7x7 linear filter PSNR syn | "
-            "warm-up PSNR real |", "| --- | --- | --- | --- |"]
-  for s in seeds:
-    w = s["warmup"]
-    lines.append(f"| {s['seed']} | {w['psnr_syn']:.2f} | "
-                 f"{w['linear_filter_psnr_syn']:.2f} | {w['psnr_real']:.2f} |")
-  lines += ["", "| method | PSNR real | SSIM real | PSNR syn | SSIM syn | "
-            "seeds |", "| --- | --- | --- | --- | --- | --- |"]
-  for m, t in summary["methods"].items():
-    lines.append(f"| {m} | {fmt(t['psnr_real'], 2)} | "
-                 f"{fmt(t['ssim_real'], 4)} | {fmt(t['psnr_syn'], 2)} | "
-                 f"{fmt(t['ssim_syn'], 4)} | {t['seeds']} |")
-  d = summary.get("dda_vs_vanilla")
-  if d:
-    per = ", ".join(f"{g:+.2f}" for g in d["psnr_real_gain"])
-    lines += ["", f"DDA − vanilla, PSNR real: {d['mean_psnr_real_gain']:+.2f}"
-              f" dB on average (per seed: {per}; every seed positive: "
-              f"{'yes' if d['every_seed_positive'] else 'no'}); PSNR syn: "
-              f"{d['mean_psnr_syn_change']:+.2f} dB."]
-  return "\n".join(lines) + "\n"
-
-
-def write_plot(path: str, seeds: list[dict]) -> None:
-  """PSNR on the real test set vs branch step, mean ± std over seeds."""
-  from dada_jax import plot  # pylint: disable=g-import-not-at-top
-  series, bands = {}, {}
-  for m in METHODS:
-    curves = [r["curve"] for s in seeds for r in s["runs"] if r["method"] == m]
-    if not curves:
-      continue
-    steps = sorted(set.intersection(*(set(p["step"] for p in c)
-                                      for c in curves)))
-    vals = [[next(p["psnr_real"] for p in c if p["step"] == t)
-             for c in curves] for t in steps]
-    series[m] = [(t, float(np.mean(v))) for t, v in zip(steps, vals)]
-    if len(curves) > 1:
-      bands[m] = [(t, float(np.mean(v) - np.std(v)),
-                   float(np.mean(v) + np.std(v))) for t, v in zip(steps, vals)]
-  if series:
-    plot.line_plot(path, series, bands=bands or None,
-                   title="PSNR on the simulated-real test photos",
-                   xlabel="restorer updates after the warm-up",
-                   ylabel="PSNR (dB)")
-
-
-def write_comparison(path: str, config, restorers: dict, source,
-                     max_rows: int = 3) -> None:
-  """Rows input | vanilla | dda | ground truth on the real test photos."""
-  names = [m for m in ("vanilla", "dda") if m in restorers]
-  vr = config.data.value_range
-  rows = []
-  for i in range(min(max_rows, len(source))):
-    item = source[i]
-    lq = image_io.to_float(item["lq"], vr)
-    outs = [image_io.to_uint8(predict.restore_array(config, restorers[m], lq),
-                              vr) for m in names]
-    rows.append([item["lq"], *outs, item["gt"]])
-  if rows:
-    evaluate.write_sample_grid(path, rows)
-
-
-def aggregate(output: str, command: str = "") -> dict:
-  """Collects OUT/runs/seed_*.json into results.json/.md and the plot."""
-  seeds = []
-  for f in sorted(glob.glob(os.path.join(output, "runs", "seed_*.json"))):
-    with open(f) as fh:
-      seeds.append(json.load(fh))
-  if not seeds:
-    raise Sim2RealError(f"--output {output}: no runs/seed_*.json to report")
-  summary = summarize(seeds)
-  commands = sorted({s["command"] for s in seeds if s.get("command")})
-  results = {"runs": [r for s in seeds for r in s["runs"]],
-             "warmup": [{"seed": s["seed"], **s["warmup"]} for s in seeds],
-             "summary": summary, "commands": commands or [command]}
-  _write_atomic(os.path.join(output, "results.json"),
-                json.dumps(results, indent=1))
-  _write_atomic(os.path.join(output, "results.md"),
-                markdown(seeds, summary, "; ".join(results["commands"])))
-  write_plot(os.path.join(output, "psnr_vs_step.png"), seeds)
-  first = os.path.join(output, f"comparison_seed{seeds[0]['seed']}.png")
-  if os.path.exists(first):
-    shutil.copyfile(first, os.path.join(output, "comparison.png"))
-  return results
-
-
-def _write_atomic(path: str, text: str) -> None:
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
-
-
 # ---------------------------------------------------------------------- CLI
 
 DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
@@ -451,7 +325,7 @@ def run(args, config: mlc.ConfigDict, command: str = "") -> int:
   real_test, _ = test_sources(config)
   for seed in seeds:
     path = os.path.join(args.output, "runs", f"seed_{seed}.json")
-    save = lambda r, path=path: _write_atomic(path, json.dumps(
+    save = lambda r, path=path: write_atomic(path, json.dumps(
         {**{k: v for k, v in r.items() if k != "restorers"},
          "command": command}, indent=1))
     result = run_seed(config, seed, warmup_steps=args.warmup_steps,

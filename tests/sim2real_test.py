@@ -13,6 +13,7 @@ from dada_jax import config_lib
 from dada_jax import models
 from dada_jax import objective
 from dada_jax import sim2real
+from dada_jax import sim2real_report
 
 DEMO = str(REPO / "configs/demo.py")
 
@@ -82,7 +83,7 @@ def _seed(seed, gains):
 
 def test_summary_statistics():
   seeds = [_seed(0, 0.5), _seed(1, 0.1), _seed(2, -0.3)]
-  s = sim2real.summarize(seeds)
+  s = sim2real_report.summarize(seeds)
   psnr, std = s["methods"]["dda"]["psnr_real"]
   assert psnr == pytest.approx(20.1) and std == pytest.approx(0.4)
   d = s["dda_vs_vanilla"]
@@ -90,7 +91,7 @@ def test_summary_statistics():
   assert d["mean_psnr_real_gain"] == pytest.approx(0.1)
   assert d["mean_psnr_syn_change"] == pytest.approx(-0.01)
   assert not d["every_seed_positive"]
-  md = sim2real.markdown(seeds, s)
+  md = sim2real_report.markdown(seeds, s)
   assert "| dda | 20.10 ± 0.40 |" in md
   assert "every seed positive: no" in md
 
