@@ -173,11 +173,8 @@ def bench_train_step(config: mlc.ConfigDict, mode: str, batch: int, size: int,
   batch_sharding = sharding.batch_sharding(mesh)
   data = sharding.put_batch(_random_batch(mode, batch, size), batch_sharding)
   rng = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
-  step = jax.jit(step_lib.make_train_step(config),
-                 in_shardings=(state_sharding, batch_sharding,
-                               sharding.replicated(mesh)),
-                 out_shardings=(state_sharding, sharding.replicated(mesh)),
-                 donate_argnums=0)
+  step = sharding.jit_train_step(step_lib.make_train_step(config), mesh,
+                                 state_sharding)
   start = time.perf_counter()
   lowered = step.lower(state, data, rng)
   compiled = lowered.compile()

@@ -79,3 +79,12 @@ def put_batch(batch: dict, sharding: NamedSharding) -> dict:
   """Host-local numpy batch -> global arrays sharded over `data`."""
   return {k: jax.make_array_from_process_local_data(sharding, v)
           for k, v in batch.items()}
+
+
+def jit_train_step(step_fn, mesh, state_sharding):
+  """`step_fn(state, batch, rng)` jitted for `mesh`: state in
+  `state_sharding` (donated), batch over `data`, rng and metrics replicated."""
+  repl = replicated(mesh)
+  return jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding(mesh),
+                                        repl),
+                 out_shardings=(state_sharding, repl), donate_argnums=0)

@@ -42,6 +42,7 @@ from dada_jax import evaluate
 from dada_jax import image_io
 from dada_jax import metrics
 from dada_jax import models
+from dada_jax import objective
 from dada_jax import sharding
 from dada_jax import train as train_lib
 from dada_jax import train_step as step_lib
@@ -101,7 +102,6 @@ class Trainer:
     c = self.config
     self.mesh = sharding.make_mesh(c)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
-    self.repl = sharding.replicated(self.mesh)
 
   def run(self, params, steps: int, rng, data_seed: int, on_eval=None,
           eval_every: int = 0):
@@ -115,11 +115,8 @@ class Trainer:
     shape = jax.eval_shape(init, params)
     state_sharding = sharding.state_shardings(shape, self.mesh, c.sharding)
     state = jax.jit(init, out_shardings=state_sharding)(params)
-    step = jax.jit(step_lib.make_train_step(c),
-                   in_shardings=(state_sharding, self.batch_sharding,
-                                 self.repl),
-                   out_shardings=(state_sharding, self.repl),
-                   donate_argnums=0)
+    step = sharding.jit_train_step(step_lib.make_train_step(c), self.mesh,
+                                   state_sharding)
     data_iter, _ = train_lib.make_train_data(c)
     for i in range(1, steps + 1):
       batch = sharding.put_batch(next(data_iter), self.batch_sharding)
@@ -151,8 +148,7 @@ def fit_linear_filter(config, steps: int, seed: int):
   @jax.jit
   def step(params, opt, lq, gt):
     def loss(p):
-      d = apply(p, lq) - gt
-      return jnp.mean(jnp.sqrt(d * d + eps * eps))
+      return objective.charbonnier(gt, apply(p, lq), eps)
     grads = jax.grad(loss)(params)
     updates, opt = tx.update(grads, opt)
     return optax.apply_updates(params, updates), opt

@@ -129,7 +129,6 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
       functools.partial(step_lib.init_state, config), init_rng)
   state_sharding = sharding.state_shardings(state_shape, mesh, config.sharding)
   batch_sharding = sharding.batch_sharding(mesh)
-  repl = sharding.replicated(mesh)
 
   state_bytes = sum(x.size * x.dtype.itemsize
                     for x in jax.tree.leaves(state_shape))
@@ -141,10 +140,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
   step = int(jax.device_get(state["step"]))
   logging.info("step %d, params: %s", step, ", ".join(
       f"{r} {models.count_params(p):,}" for r, p in state["params"].items()))
-  train_step = jax.jit(step_lib.make_train_step(config),
-                       in_shardings=(state_sharding, batch_sharding, repl),
-                       out_shardings=(state_sharding, repl),
-                       donate_argnums=0)
+  train_step = sharding.jit_train_step(step_lib.make_train_step(config),
+                                       mesh, state_sharding)
 
   writer = metric_writer.MetricWriter(workdir, tensorboard=t.tensorboard,
                                       resume_step=step)
