@@ -66,7 +66,9 @@ def base_config(task: str) -> mlc.ConfigDict:
 
   c.optim = mlc.ConfigDict(dict(
       lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=0.0,
-      ema_decay=0.9999))
+      ema_decay=0.9999,
+      # Roles ("restorer", "critic") whose params this run does not update.
+      frozen=()))
 
   # Each stream: kind in synthetic | folder | paired_folders | flist |
   # paired_flists | tfds | none (see dada_jax.data.sources.build_source).

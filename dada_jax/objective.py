@@ -91,6 +91,59 @@ def _swap_slots(swap, first, second):
   return jnp.where(m, second, first), jnp.where(m, first, second)
 
 
+def make_diffusion_loss(config: mlc.ConfigDict, mode: str | None = None):
+  """Returns the critic's term as a function of the restorer's residuals.
+
+  diffusion_loss(critic_params, batch, syn_res, real_res, draws, dropout_rng,
+  train) -> (diff, mse_pos, triplet), scalars; `syn_res` / `real_res` are
+  G(syn_lq) / G(real_lq), [B, H, W, 3]. Split out of the objective so that
+  gradients can be followed through each domain's residual separately
+  (`dada_jax.alignment`).
+  """
+  mode = mode or config.objective.mode
+  critic = models.make_critic(config)
+  schedule = diffusion.schedule_from_config(config.diffusion)
+  margin = config.objective.triplet_margin
+  shuffle = config.objective.get("channel_shuffle", True)
+  negatives = mode == "dda" and config.objective.get("negatives", True)
+  remat = config.critic.get("remat", False)
+
+  def critic_apply(critic_params, x, gammas, train, dropout_rng):
+    fn = lambda p, x, g, r: critic.apply({"params": p}, x, g, train=train,
+                                         rngs={"dropout": r})
+    return (jax.checkpoint(fn) if remat else fn)(critic_params, x, gammas,
+                                                 dropout_rng)
+
+  def diffusion_loss(critic_params, batch, syn_res, real_res, draws: Draws,
+                     dropout_rng, train: bool = True):
+    syn_lq, real_lq = batch["syn_lq"], batch["real_lq"]
+    b = syn_lq.shape[0]
+    syn_out, real_out = syn_lq + syn_res, real_lq + real_res
+    gammas = diffusion.continuous_gammas(schedule, draws.t, draws.u)
+    clean = batch["ref_clean"] if mode == "dda_ex" else batch["syn_gt"]
+    noisy = diffusion.q_sample(clean, gammas, draws.noise)
+    swap = draws.swap if shuffle else jnp.zeros_like(draws.swap)
+    c1, c2 = _swap_slots(swap, syn_out, real_out)
+    critic_in = [jnp.concatenate([noisy, c1, c2], axis=-1)]
+    if negatives:
+      # Residual-swapped negatives: each input with the other domain's residual.
+      negswap = draws.negswap if shuffle else jnp.zeros_like(draws.negswap)
+      n1, n2 = _swap_slots(negswap, syn_lq + real_res, real_lq + syn_res)
+      critic_in.append(jnp.concatenate([noisy, n1, n2], axis=-1))
+    # One critic call on positives and negatives stacked on the batch axis.
+    k = len(critic_in)
+    eps_hat = critic_apply(critic_params, jnp.concatenate(critic_in),
+                           jnp.tile(gammas, k), train, dropout_rng)
+    mse_pos = mse(draws.noise, eps_hat[:b])
+    if not negatives:  # dda_ex, or the dda ablation: L_noise alone
+      return mse_pos, mse_pos, jnp.zeros((), jnp.float32)
+    mse_neg = mse(draws.noise, eps_hat[b:])
+    triplet = jax.nn.relu(mse_pos - mse_neg + margin)
+    return (mse_pos + triplet) / 2.0, mse_pos, triplet
+
+  return diffusion_loss
+
+
 def make_objective(config: mlc.ConfigDict, mode: str | None = None):
   """Returns loss_fn(params, batch, rng, alpha, *, draws=None, train=True).
 
@@ -102,19 +155,10 @@ def make_objective(config: mlc.ConfigDict, mode: str | None = None):
   if mode not in MODES:
     raise ValueError(f"objective mode {mode!r}: expected one of {MODES}")
   restorer = models.make_restorer(config)
-  critic = models.make_critic(config)
-  schedule = diffusion.schedule_from_config(config.diffusion)
-  margin = config.objective.triplet_margin
   eps = config.objective.charbonnier_eps
-  shuffle = config.objective.get("channel_shuffle", True)
-  negatives = mode == "dda" and config.objective.get("negatives", True)
-  remat = config.critic.get("remat", False)
-
-  def critic_apply(critic_params, x, gammas, train, dropout_rng):
-    fn = lambda p, x, g, r: critic.apply({"params": p}, x, g, train=train,
-                                         rngs={"dropout": r})
-    return (jax.checkpoint(fn) if remat else fn)(critic_params, x, gammas,
-                                                 dropout_rng)
+  num_timesteps = config.diffusion.num_timesteps
+  diffusion_loss = (make_diffusion_loss(config, mode) if mode != "vanilla"
+                    else None)
 
   def loss_fn(params: dict[str, Any], batch: dict[str, jax.Array],
               rng: jax.Array, alpha, *, draws: Draws | None = None,
@@ -129,39 +173,15 @@ def make_objective(config: mlc.ConfigDict, mode: str | None = None):
       return pixel, LossTerms(pixel, pixel, zero, zero, zero)
 
     if draws is None:
-      draws = sample_draws(draw_rng, syn_gt.shape, schedule.num_timesteps)
-    real_lq = batch["real_lq"]
+      draws = sample_draws(draw_rng, syn_gt.shape, num_timesteps)
     b = syn_lq.shape[0]
     # One restorer call for both domains.
     res = restorer.apply({"params": params["restorer"]},
-                         jnp.concatenate([syn_lq, real_lq]))
+                         jnp.concatenate([syn_lq, batch["real_lq"]]))
     syn_res, real_res = res[:b], res[b:]
-    syn_out, real_out = syn_lq + syn_res, real_lq + real_res
-    pixel = charbonnier(syn_gt, syn_out, eps)
-
-    gammas = diffusion.continuous_gammas(schedule, draws.t, draws.u)
-    clean = batch["ref_clean"] if mode == "dda_ex" else syn_gt
-    noisy = diffusion.q_sample(clean, gammas, draws.noise)
-    swap = draws.swap if shuffle else jnp.zeros_like(draws.swap)
-    c1, c2 = _swap_slots(swap, syn_out, real_out)
-    critic_in = [jnp.concatenate([noisy, c1, c2], axis=-1)]
-    if negatives:
-      # Residual-swapped negatives: each input with the other domain's residual.
-      negswap = draws.negswap if shuffle else jnp.zeros_like(draws.negswap)
-      n1, n2 = _swap_slots(negswap, syn_lq + real_res, real_lq + syn_res)
-      critic_in.append(jnp.concatenate([noisy, n1, n2], axis=-1))
-    # One critic call on positives and negatives stacked on the batch axis.
-    k = len(critic_in)
-    eps_hat = critic_apply(params["critic"], jnp.concatenate(critic_in),
-                           jnp.tile(gammas, k), train, dropout_rng)
-    mse_pos = mse(draws.noise, eps_hat[:b])
-    if negatives:
-      mse_neg = mse(draws.noise, eps_hat[b:])
-      triplet = jax.nn.relu(mse_pos - mse_neg + margin)
-      diff = (mse_pos + triplet) / 2.0
-    else:  # dda_ex, or the dda ablation without negatives: L_noise alone
-      triplet = zero
-      diff = mse_pos
+    pixel = charbonnier(syn_gt, syn_lq + syn_res, eps)
+    diff, mse_pos, triplet = diffusion_loss(
+        params["critic"], batch, syn_res, real_res, draws, dropout_rng, train)
     total = alpha * diff + pixel
     return total, LossTerms(total, pixel, diff, mse_pos, triplet)
 

@@ -1,28 +1,36 @@
 """The sim2real benchmark: does noise-space adaptation move a restorer trained
 on synthetic pairs toward a (simulated) real domain?
 
-  dada-jax sim2real --task denoise --seeds 3 --warmup-steps 1000 --steps 1000 \
-      --output OUT [--images DIR] [--methods vanilla,dda,oracle,...]
+  dada-jax sim2real --task denoise --seeds 3 --warmup-steps 2000 \
+      --warmup-lr 1e-3 --steps 300 --critic-warmup-steps 150 --output OUT \
+      [--images DIR] [--methods vanilla,dda,oracle,...] [--probe-batches 2]
 
 Protocol, per seed (configs/demo.py's networks and data unless overridden):
   1. warm-up: a restorer trained from scratch on the synthetic pairs alone
-     (`warmup_steps`), so every branch starts from a competent baseline. It
-     is checked against a trained 7x7 linear filter on the synthetic test set.
+     (`warmup_steps`, optionally at its own learning rate), so every branch
+     starts from a competent baseline. It is checked against a trained 7x7
+     linear filter on the synthetic test set, and cached in
+     OUT/runs/warmup_seed_<s>.npz for later runs with the same settings.
   2. branches from the warmed-up restorer, each `steps` restorer updates on
-     the same data seed, with a fresh critic where one is trained:
+     the same data seed:
        vanilla       synthetic pairs only (the baseline)
        dda           + the diffusion critic on the real stream (the paper)
        no_shuffle    dda without the channel shuffle (ablation)
        no_negatives  dda without residual-swapped negatives (ablation)
        oracle        supervised on the simulated-real pairs (upper bound)
+     A branch with a critic starts from a fresh one (as the paper trains),
+     first trained alone for `critic_warmup_steps` on the frozen restorer
+     when asked, and measures on training batches how its gradient into the
+     restorer aligns with real-domain supervision (`dada_jax.alignment`).
   3. the EMA restorer of every branch is scored (RGB PSNR/SSIM) on held-out
      photos with the real degradation (`*_real`) and with the synthetic one
      (`*_syn`); test photos are never trained on and nothing is tuned on them.
 
-Writes OUT/runs/seed_<s>.json after every branch, then (`sim2real_report`)
-OUT/results.json (every run), OUT/results.md (mean ± std over seeds),
-OUT/psnr_vs_step.png and OUT/comparison.png (input | vanilla | dda | ground
-truth, real test photos).
+Writes OUT/runs/seed_<s>.json after every branch (keeping branches of other
+methods an earlier run saved from the same warm-up), then (`sim2real_report`)
+OUT/results.json (every run), OUT/results.md (mean ± std over seeds, the
+alignment table), OUT/psnr_vs_step.png and OUT/comparison.png (input |
+vanilla | dda | ground truth, real test photos).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
+from dada_jax import alignment as alignment_lib
 from dada_jax import data
 from dada_jax import evaluate
 from dada_jax import image_io
@@ -107,7 +116,7 @@ class Trainer:
           eval_every: int = 0):
     """Trains from `params` ({role: tree}); returns the final state.
 
-    `on_eval(step, ema_restorer_params)` runs every `eval_every` steps.
+    `on_eval(step, state)` runs every `eval_every` steps and after the last.
     """
     c = mlc.ConfigDict(self.config.to_dict())
     c.seed = data_seed
@@ -122,7 +131,7 @@ class Trainer:
       batch = sharding.put_batch(next(data_iter), self.batch_sharding)
       state, _ = step(state, batch, rng)
       if on_eval and eval_every and (i % eval_every == 0 or i == steps):
-        on_eval(i, state["ema"]["restorer"])
+        on_eval(i, state)
     return state
 
 
@@ -176,11 +185,96 @@ def score_fn(config, restore, source) -> tuple[float, float]:
   return float(np.mean(psnrs)), float(np.mean(ssims))
 
 
+def probe_batches(config: mlc.ConfigDict, n: int, seed: int) -> list[dict]:
+  """`n` training batches with a paired real half, for `alignment`: the
+  synthetic pairs of the DDA stream plus real_lq / real_gt from the
+  simulated-real pairs of the same TRAIN photos (test photos stay unseen)."""
+  if n < 1:
+    return []
+  c = method_config(config, "dda")
+  c.seed = seed
+  syn_iter, _ = train_lib.make_train_data(c)
+  o = method_config(config, "oracle")
+  o.seed = seed + 1
+  real_iter, _ = train_lib.make_train_data(o)
+  batches = []
+  for _ in range(n):
+    b, r = next(syn_iter), next(real_iter)
+    batches.append({"syn_lq": b["syn_lq"], "syn_gt": b["syn_gt"],
+                    "real_lq": r["syn_lq"], "real_gt": r["syn_gt"]})
+  return batches
+
+
+def _warmup_key(config: mlc.ConfigDict, seed: int, steps: int) -> str:
+  """What the warm-up restorer depends on (a cached one must match it)."""
+  c = config.to_dict()
+  return json.dumps({k: c[k] for k in ("task", "dtype", "restorer", "optim",
+                                        "data")} | {"seed": seed,
+                                                    "steps": steps},
+                    sort_keys=True, default=str)
+
+
+def _save_params(path: str, tree, key: str) -> None:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  arrays = {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
+  with open(path + ".tmp", "wb") as f:
+    np.savez(f, __key__=np.asarray(key), **arrays)
+  os.replace(path + ".tmp", path)
+
+
+def _load_params(path: str, like, key: str):
+  """The tree saved at `path` if its key matches, else None."""
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as z:
+    if str(z["__key__"]) != key:
+      return None
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    return jax.tree_util.tree_unflatten(
+        treedef, [z[jax.tree_util.keystr(k)] for k, _ in leaves])
+
+
+def warm_up(base: mlc.ConfigDict, seed: int, steps: int, init_rng, warm_rng,
+            lr: float = 0.0, cache: str | None = None):
+  """(EMA restorer, whether it came from `cache`) of the synthetic-only
+  warm-up at learning rate `lr` (0: the config's). `cache` is an .npz path:
+  a restorer saved there with the same settings is reused."""
+  warm_cfg = method_config(base, "vanilla")
+  if lr:
+    warm_cfg.optim.lr = lr
+  params = models.init_params(warm_cfg, init_rng, roles=("restorer",))
+  key = _warmup_key(warm_cfg, seed, steps)
+  cached = _load_params(cache, params["restorer"], key) if cache else None
+  if cached is not None:
+    return cached, True
+  warm = Trainer(warm_cfg).run(params, steps, warm_rng, data_seed=1000 * seed)
+  ema = jax.device_get(warm["ema"]["restorer"])
+  if cache:
+    _save_params(cache, ema, key)
+  return ema, False
+
+
+def warm_up_critic(cfg: mlc.ConfigDict, params: dict, steps: int, rng,
+                   data_seed: int):
+  """Trains the critic alone, the restorer frozen, on the branch's objective
+  (α held at its full value; Adam makes its scale irrelevant here)."""
+  c = mlc.ConfigDict(cfg.to_dict())
+  c.optim.frozen = ("restorer",)
+  c.objective.update(steps_per_epoch=0, ramp_steps=1)
+  state = Trainer(c).run(params, steps, rng, data_seed=data_seed)
+  return jax.device_get(state["params"]["critic"])
+
+
 def run_seed(base: mlc.ConfigDict, seed: int, *, warmup_steps: int,
-             steps: int, methods, eval_every: int, log=print,
+             steps: int, methods, eval_every: int, critic_warmup_steps: int = 0,
+             num_probe_batches: int = 0, warmup_lr: float = 0.0,
+             warmup_cache: str | None = None, log=print,
              on_progress=None) -> dict:
   """Warm-up, linear-filter check and every branch of one seed.
 
+  Branches with a critic first warm it up for `critic_warmup_steps` on the
+  frozen warm-up restorer. With `num_probe_batches` > 0 their curves carry
+  `alignment` (see `dada_jax.alignment`) at step 0 and every eval.
   `on_progress(result)` runs after the warm-up and after each branch with the
   result so far (so an interrupted run keeps its finished branches).
   """
@@ -188,20 +282,20 @@ def run_seed(base: mlc.ConfigDict, seed: int, *, warmup_steps: int,
   real_test, syn_test = test_sources(base)
   rng = jax.random.key(seed)
   init_rng, warm_rng, branch_rng = jax.random.split(rng, 3)
-  warm_cfg = method_config(base, "vanilla")
   start = time.perf_counter()
-  params = models.init_params(warm_cfg, init_rng, roles=("restorer",))
-  warm = Trainer(warm_cfg).run(params, warmup_steps, warm_rng,
-                               data_seed=1000 * seed)
   # Branches start from the warm-up's EMA restorer, the one scored here.
-  warm_ema = jax.device_get(warm["ema"]["restorer"])
+  warm_ema, cached = warm_up(base, seed, warmup_steps, init_rng, warm_rng,
+                             lr=warmup_lr, cache=warmup_cache)
+  if cached:
+    log(f"seed {seed}: warm-up restorer from {warmup_cache}")
   psnr_real, ssim_real = _score(base, warm_ema, real_test)
   psnr_syn, ssim_syn = _score(base, warm_ema, syn_test)
   linear = fit_linear_filter(base, min(warmup_steps, 1000), 1000 * seed)
   lin_psnr_syn, _ = score_fn(base, linear, syn_test)
   lin_psnr_real, _ = score_fn(base, linear, real_test)
   out = {"seed": seed, "warmup": {
-      "steps": warmup_steps, "psnr_real": psnr_real, "ssim_real": ssim_real,
+      "steps": warmup_steps, "lr": warmup_lr or base.optim.lr,
+      "psnr_real": psnr_real, "ssim_real": ssim_real,
       "psnr_syn": psnr_syn, "ssim_syn": ssim_syn,
       "linear_filter_psnr_syn": lin_psnr_syn,
       "linear_filter_psnr_real": lin_psnr_real,
@@ -211,34 +305,61 @@ def run_seed(base: mlc.ConfigDict, seed: int, *, warmup_steps: int,
       f"syn {psnr_syn:.2f} (7x7 linear filter: syn {lin_psnr_syn:.2f}, real "
       f"{lin_psnr_real:.2f})")
   on_progress(out)
+  probes = probe_batches(base, num_probe_batches, 1000 * seed + 3)
   for method in methods:
     cfg = method_config(base, method)
     start = time.perf_counter()
     params = {"restorer": warm_ema}
-    if "critic" in step_lib.roles(cfg):
+    with_critic = "critic" in step_lib.roles(cfg)
+    align = (alignment_lib.make_alignment_fn(cfg) if with_critic and probes
+             else None)
+    probe_rng = jax.random.fold_in(branch_rng, 2)
+    extra = {}
+    if with_critic:
       params.update(models.init_params(
           cfg, jax.random.fold_in(init_rng, 1), roles=("critic",)))
+      extra["critic_warmup_steps"] = critic_warmup_steps
+      if critic_warmup_steps:
+        if align is not None:
+          extra["alignment_fresh_critic"] = alignment_lib.mean_alignment(
+              align, params, probes, probe_rng)
+        params["critic"] = warm_up_critic(
+            cfg, params, critic_warmup_steps, jax.random.fold_in(branch_rng, 1),
+            data_seed=1000 * seed + 2)
+
+    def point(i, ema, trained, cfg=cfg, align=align):
+      p = {"step": i, "psnr_real": _score(cfg, ema, real_test)[0],
+           "psnr_syn": _score(cfg, ema, syn_test)[0]}
+      if align is not None:  # the raw params, the ones being trained
+        p["alignment"] = alignment_lib.mean_alignment(
+            align, trained, probes, probe_rng)
+      return p
+
     curve = [{"step": 0, "psnr_real": psnr_real, "psnr_syn": psnr_syn}]
+    if align is not None:
+      curve[0]["alignment"] = alignment_lib.mean_alignment(
+          align, params, probes, probe_rng)
 
-    def on_eval(i, ema, cfg=cfg, curve=curve):
-      ema = jax.device_get(ema)
-      curve.append({"step": i, "psnr_real": _score(cfg, ema, real_test)[0],
-                    "psnr_syn": _score(cfg, ema, syn_test)[0]})
-
-    state = Trainer(cfg).run(params, steps, branch_rng,
-                             data_seed=1000 * seed + 1, on_eval=on_eval,
-                             eval_every=eval_every)
+    trainer = Trainer(cfg)
+    state = trainer.run(
+        params, steps, branch_rng, data_seed=1000 * seed + 1,
+        on_eval=lambda i, st: curve.append(point(
+            i, jax.device_get(st["ema"]["restorer"]), st["params"])),
+        eval_every=eval_every)
     ema = jax.device_get(state["ema"]["restorer"])
     pr, sr = _score(cfg, ema, real_test)
     ps, ss = _score(cfg, ema, syn_test)
     out["runs"].append({
         "task": base.task, "method": method, "seed": seed, "steps": steps,
         "warmup_steps": warmup_steps, "psnr_real": pr, "ssim_real": sr,
-        "psnr_syn": ps, "ssim_syn": ss, "curve": curve,
+        "psnr_syn": ps, "ssim_syn": ss, "curve": curve, **extra,
         "seconds": time.perf_counter() - start})
     out["restorers"][method] = ema
+    cos = curve[-1].get("alignment", {}).get("cos_diff_real")
     log(f"seed {seed} {method:>12}: PSNR real {pr:.2f} syn {ps:.2f}  SSIM "
-        f"real {sr:.4f} syn {ss:.4f}  ({time.perf_counter() - start:.0f}s)")
+        f"real {sr:.4f} syn {ss:.4f}" + (
+            f"  cos(diff_real, oracle) {cos:+.3f}" if cos is not None else "")
+        + f"  ({time.perf_counter() - start:.0f}s)")
     on_progress(out)
   return out
 
@@ -255,9 +376,9 @@ def add_parsers(sub) -> None:
                      "on built-in photos with simulated real domains")
   d = sub.add_parser("demo", help="the main job on built-in data: vanilla vs "
                      "DDA on simulated real camera noise (CPU-sized)")
-  for p, steps, warm, methods, out in (
-      (s, 1000, 1000, ",".join(METHODS), None),
-      (d, 150, 500, "vanilla,dda", "/tmp/dada_demo")):
+  for p, steps, warm, critic_warm, methods, out in (
+      (s, 300, 2000, 150, ",".join(METHODS), None),
+      (d, 150, 2000, 0, "vanilla,dda", "/tmp/dada_demo")):
     p.add_argument("--task", default="denoise",
                    choices=("denoise", "derain", "deblur"))
     p.add_argument("--config", default=None,
@@ -268,6 +389,17 @@ def add_parsers(sub) -> None:
                    help="restorer updates per branch after the warm-up")
     p.add_argument("--warmup-steps", type=int, default=warm,
                    help="synthetic-only updates shared by a seed's branches")
+    p.add_argument("--critic-warmup-steps", type=int, default=critic_warm,
+                   help="critic-only updates on the frozen warm-up restorer "
+                   "before each branch with a critic (0: a fresh critic, as "
+                   "the paper trains)")
+    p.add_argument("--probe-batches", type=int, default=2 if p is s else 0,
+                   help="training batches on which each critic branch "
+                   "measures how its gradient aligns with real-domain "
+                   "supervision (dada_jax.alignment); 0: off")
+    p.add_argument("--warmup-lr", type=float, default=1e-3,
+                   help="learning rate of the synthetic-only warm-up (0: the "
+                   "config's optim.lr; branches always use optim.lr)")
     p.add_argument("--eval-every", type=int, default=0,
                    help="curve points per branch (default: steps / 5)")
     p.add_argument("--methods", default=methods,
@@ -296,6 +428,32 @@ def _seeds(text: str) -> list[int]:
   return list(range(values[0])) if "," not in text else values
 
 
+def _saver(path: str, methods, command: str):
+  """save(result) for OUT/runs/seed_<s>.json. Branches of other methods that
+  an earlier run saved there from the same warm-up are kept; a file from
+  another warm-up is moved to OUT/runs/replaced/ first, never overwritten."""
+  kept = []
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    kept = [r for r in old.get("runs", []) if r["method"] not in methods]
+    old_warmup = {k: old.get("warmup", {}).get(k) for k in ("steps", "lr")}
+
+  def save(result):
+    nonlocal kept
+    if kept and old_warmup != {k: result["warmup"][k] for k in old_warmup}:
+      os.makedirs(os.path.join(os.path.dirname(path), "replaced"),
+                  exist_ok=True)
+      os.replace(path, os.path.join(os.path.dirname(path), "replaced",
+                                    os.path.basename(path)))
+      kept = []
+    out = {k: v for k, v in result.items() if k != "restorers"}
+    out.update(runs=kept + out["runs"], command=command)
+    write_atomic(path, json.dumps(out, indent=1))
+
+  return save
+
+
 def run(args, config: mlc.ConfigDict, command: str = "") -> int:
   """Runs the benchmark (or the demo) and prints the Markdown table."""
   os.makedirs(os.path.join(args.output, "runs"), exist_ok=True)
@@ -309,6 +467,12 @@ def run(args, config: mlc.ConfigDict, command: str = "") -> int:
     method_config(config, m)  # validates the name
   if args.steps < 1 or args.warmup_steps < 1:
     raise Sim2RealError("--steps and --warmup-steps must be >= 1")
+  if args.critic_warmup_steps < 0 or args.probe_batches < 0:
+    raise Sim2RealError("--critic-warmup-steps and --probe-batches must be "
+                        ">= 0")
+  if args.warmup_lr < 0:
+    raise Sim2RealError(f"--warmup-lr {args.warmup_lr}: must be >= 0 (0: "
+                        "the config's optim.lr)")
   seeds = _seeds(args.seeds)
   if args.images:
     for stream in (config.data.syn, config.data.real, config.data.ref,
@@ -321,13 +485,15 @@ def run(args, config: mlc.ConfigDict, command: str = "") -> int:
   real_test, _ = test_sources(config)
   for seed in seeds:
     path = os.path.join(args.output, "runs", f"seed_{seed}.json")
-    save = lambda r, path=path: write_atomic(path, json.dumps(
-        {**{k: v for k, v in r.items() if k != "restorers"},
-         "command": command}, indent=1))
-    result = run_seed(config, seed, warmup_steps=args.warmup_steps,
-                      steps=args.steps, methods=methods,
-                      eval_every=eval_every, on_progress=save,
-                      log=lambda m: print(m, flush=True))
+    save = _saver(path, methods, command)
+    result = run_seed(
+        config, seed, warmup_steps=args.warmup_steps, steps=args.steps,
+        methods=methods, eval_every=eval_every,
+        critic_warmup_steps=args.critic_warmup_steps,
+        num_probe_batches=args.probe_batches, warmup_lr=args.warmup_lr,
+        warmup_cache=os.path.join(args.output, "runs",
+                                  f"warmup_seed_{seed}.npz"),
+        on_progress=save, log=lambda m: print(m, flush=True))
     write_comparison(os.path.join(args.output, f"comparison_seed{seed}.png"),
                      config, result["restorers"], real_test)
   aggregate(args.output, command)

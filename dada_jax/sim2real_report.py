@@ -54,7 +54,41 @@ def summarize(seeds: list[dict]) -> dict:
         "mean_psnr_real_gain": float(np.mean(gain)),
         "mean_psnr_syn_change": float(np.mean(syn)),
         "every_seed_positive": bool(all(g > 0 for g in gain))}
+  align = _alignment_summary(runs, methods)
+  if align:
+    out["alignment"] = align
   return out
+
+
+ALIGNMENT_KEYS = ("cos_pixel", "cos_diff_syn", "cos_diff_real", "out_cos_real")
+
+
+def _alignment_summary(runs: list[dict], methods) -> dict:
+  """Per critic method: mean ± std over seeds of the alignment cosines (and
+  |diff_real| / |pixel|) at the branch's first and last curve points."""
+  def row(points, step):
+    r = {k: _mean_std([p[k] for p in points]) for k in ALIGNMENT_KEYS}
+    r["diff_real_over_pixel"] = _mean_std(
+        [p["norm_diff_real"] / p["norm_pixel"] for p in points])
+    r["step"] = step
+    return r
+
+  table = {}
+  for m in methods:
+    rs = [r for r in runs if r["method"] == m]
+    curves = [[p for p in r["curve"] if "alignment" in p] for r in rs]
+    curves = [c for c in curves if c]
+    if not curves:
+      continue
+    table[m] = {}
+    fresh = [r["alignment_fresh_critic"] for r in rs
+             if "alignment_fresh_critic" in r]
+    if fresh:
+      table[m]["fresh_critic"] = row(fresh, "0, fresh critic")
+    for where, idx in (("start", 0), ("end", -1)):
+      table[m][where] = row([c[idx]["alignment"] for c in curves],
+                            curves[0][idx]["step"])
+  return table
 
 
 def markdown(seeds: list[dict], summary: dict, command: str = "") -> str:
@@ -82,6 +116,18 @@ def markdown(seeds: list[dict], summary: dict, command: str = "") -> str:
               f" dB on average (per seed: {per}; every seed positive: "
               f"{'yes' if d['every_seed_positive'] else 'no'}); PSNR syn: "
               f"{d['mean_psnr_syn_change']:+.2f} dB."]
+  if summary.get("alignment"):
+    lines += ["", "Gradient alignment with real-domain supervision "
+              "(`dada_jax.alignment`; cosine with the oracle gradient, "
+              "training batches):", "",
+              "| method | step | pixel | diff via syn | diff via real | "
+              "outputs, real | norm diff via real / pixel |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m, rows in summary["alignment"].items():
+      for row in rows.values():
+        cells = " | ".join(fmt(row[k], 3) for k in ALIGNMENT_KEYS)
+        lines.append(f"| {m} | {row['step']} | {cells} | "
+                     f"{fmt(row['diff_real_over_pixel'], 3)} |")
   return "\n".join(lines) + "\n"
 
 

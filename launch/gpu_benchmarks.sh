@@ -25,11 +25,13 @@ DADA="python3 -m dada_jax.cli"
 if [[ ${SMALL:-0} == 1 ]]; then
   BENCH_CFG="configs/denoise.py:runlocal" BATCH=8 SIZE=32 SIDES=64 STEPS=2
   S2R=(--config configs/demo.py:runlocal --warmup-steps 3 --steps 3
-       --eval-every 3)
+       --eval-every 3 --critic-warmup-steps 2 --probe-batches 1
+       --methods vanilla,oracle,dda)
   T_BENCH=300 T_S2R=300 T_FP32=120
 else
   BENCH_CFG="configs/denoise.py" BATCH=64 SIZE=128 SIDES=512,2048 STEPS=10
-  S2R=(--warmup-steps 1000 --steps 1000 --eval-every 200)
+  S2R=(--warmup-steps 2000 --warmup-lr 1e-3 --critic-warmup-steps 300
+       --steps 1000 --eval-every 200 --methods vanilla,oracle,dda,no_shuffle)
   T_BENCH=200 T_S2R=270 T_FP32=70
 fi
 

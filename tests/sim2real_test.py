@@ -100,6 +100,7 @@ def test_smoke_run_writes_results(tmp_path, capsys):
   out = tmp_path / "s2r"
   rc = cli.main(["sim2real", "--config", DEMO + ":runlocal", "--seeds", "1",
                  "--warmup-steps", "2", "--steps", "2", "--eval-every", "1",
+                 "--critic-warmup-steps", "1", "--probe-batches", "1",
                  "--methods", "vanilla,dda", "--output", str(out)])
   assert rc == 0
   results = json.loads((out / "results.json").read_text())
@@ -112,10 +113,30 @@ def test_smoke_run_writes_results(tmp_path, capsys):
     assert [p["step"] for p in r["curve"]] == [0, 1, 2]
   w = results["warmup"][0]
   assert w["beats_linear_filter"] == (w["psnr_syn"] > w["linear_filter_psnr_syn"])
+  # The critic branch measures its gradient alignment at every curve point.
+  dda = results["runs"][1]
+  assert dda["critic_warmup_steps"] == 1
+  assert all(-1 <= p["alignment"]["cos_diff_real"] <= 1 for p in dda["curve"])
+  assert -1 <= dda["alignment_fresh_critic"]["cos_diff_real"] <= 1
+  assert not any("alignment" in p for p in results["runs"][0]["curve"])
+  assert set(results["summary"]["alignment"]) == {"dda"}
   for name in ("results.md", "psnr_vs_step.png", "comparison.png",
                "runs/seed_0.json"):
     assert (out / name).stat().st_size > 0
-  assert "| vanilla |" in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert "| vanilla |" in printed and "Gradient alignment" in printed
+  assert "warm-up restorer from" not in printed
+  # A second run reuses the seed's cached warm-up restorer.
+  assert (out / "runs/warmup_seed_0.npz").stat().st_size > 0
+  assert cli.main(["sim2real", "--config", DEMO + ":runlocal", "--seeds", "1",
+                   "--warmup-steps", "2", "--steps", "1", "--methods",
+                   "vanilla", "--output", str(out)]) == 0
+  again = json.loads((out / "results.json").read_text())
+  assert again["warmup"][0]["psnr_syn"] == w["psnr_syn"]
+  # ... and keeps the branch it did not re-run.
+  assert [(r["method"], r["steps"]) for r in again["runs"]] == [
+      ("dda", 2), ("vanilla", 1)]
+  assert "warm-up restorer from" in capsys.readouterr().out
   # --report-only re-aggregates what is on disk.
   (out / "results.md").unlink()
   assert cli.main(["sim2real", "--config", DEMO + ":runlocal", "--output",
@@ -130,3 +151,40 @@ def test_bad_seeds_and_empty_report(tmp_path, capsys):
   assert cli.main(["sim2real", "--config", DEMO + ":runlocal", "--output",
                    str(tmp_path / "empty"), "--report-only"]) == 2
   assert "no runs/seed_*.json" in capsys.readouterr().err
+
+
+def test_warmup_cache_is_keyed_by_settings(demo, tmp_path):
+  cache = str(tmp_path / "warm.npz")
+  rngs = jax.random.split(jax.random.key(0))
+  first, cached = sim2real.warm_up(demo, 0, 2, *rngs, cache=cache)
+  assert not cached
+  again, cached = sim2real.warm_up(
+      demo, 0, 2, *jax.random.split(jax.random.key(9)), cache=cache)
+  assert cached
+  for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again)):
+    np.testing.assert_array_equal(a, b)  # loaded, not retrained from key 9
+  other, cached = sim2real.warm_up(  # another lr: trained again
+      demo, 0, 2, *jax.random.split(jax.random.key(9)), lr=1e-2, cache=cache)
+  assert not cached
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(jax.tree.leaves(first), jax.tree.leaves(other)))
+
+
+def test_critic_warmup_leaves_the_restorer_alone(demo):
+  cfg = sim2real.method_config(demo, "dda")
+  params = models.init_params(cfg, jax.random.key(0))
+  critic = sim2real.warm_up_critic(cfg, params, 2, jax.random.key(1),
+                                   data_seed=0)
+  moved = [not np.array_equal(a, b) for a, b in
+           zip(jax.tree.leaves(critic), jax.tree.leaves(params["critic"]))]
+  assert any(moved)
+
+
+def test_bad_protocol_flags(tmp_path, capsys):
+  for flags, message in ((["--warmup-lr", "-1"], "--warmup-lr -1.0"),
+                         (["--critic-warmup-steps", "-2"],
+                          "--critic-warmup-steps")):
+    assert cli.main(["sim2real", "--config", DEMO + ":runlocal", "--output",
+                     str(tmp_path), *flags]) == 2
+    assert message in capsys.readouterr().err
+  assert not (tmp_path / "runs" / "seed_0.json").exists()

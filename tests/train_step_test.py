@@ -166,3 +166,26 @@ def test_tiny_model_overfits_one_batch():
       losses.append(float(metrics["loss/pixel"]))
   assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
   assert np.isfinite(float(metrics["loss/diffusion"]))
+
+
+def test_frozen_role_keeps_its_params_while_the_other_learns():
+  config = tiny_config()
+  config.optim.update(frozen=("restorer",), lr=1e-2)
+  mesh = sharding.make_mesh(config, jax.devices()[:1])
+  state, step, _, batch_sh = compiled_step(config, mesh)
+  before = jax.device_get(state)
+  with jax.set_mesh(mesh):
+    for i in range(2):
+      state, metrics = step(state, sharding.put_batch(random_batch(config),
+                                                      batch_sh),
+                            jax.random.key(i))
+  after = jax.device_get(state)
+  assert float(metrics["grad_norm/restorer"]) > 0  # it had gradients
+  for a, b, e in zip(jax.tree.leaves(before["params"]["restorer"]),
+                     jax.tree.leaves(after["params"]["restorer"]),
+                     jax.tree.leaves(after["ema"]["restorer"])):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(e, a, rtol=1e-6, atol=1e-7)  # EMA rounding
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(jax.tree.leaves(before["params"]["critic"]),
+                 jax.tree.leaves(after["params"]["critic"])))
