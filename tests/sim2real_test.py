@@ -188,3 +188,24 @@ def test_bad_protocol_flags(tmp_path, capsys):
                      str(tmp_path), *flags]) == 2
     assert message in capsys.readouterr().err
   assert not (tmp_path / "runs" / "seed_0.json").exists()
+
+
+def test_alignment_summary_uses_first_and_last_points():
+  def point(step, cos):
+    return {"step": step, "psnr_real": 20.0, "alignment": {
+        "cos_pixel": 0.1, "cos_diff_syn": 0.2, "cos_diff_real": cos,
+        "out_cos_real": 0.0, "norm_diff_real": 1.0, "norm_pixel": 4.0}}
+  seeds = [_seed(s, 0.1) for s in range(2)]
+  for s, (first, last) in zip(seeds, ((0.2, 0.6), (0.4, 0.8))):
+    dda = s["runs"][1]
+    dda["curve"] = [point(0, first), point(5, 0.0), point(10, last)]
+    dda["alignment_fresh_critic"] = point(0, 0.0)["alignment"]
+  table = sim2real_report.summarize(seeds)["alignment"]
+  assert set(table) == {"dda"}
+  assert table["dda"]["start"]["cos_diff_real"][0] == pytest.approx(0.3)
+  assert table["dda"]["end"]["cos_diff_real"][0] == pytest.approx(0.7)
+  assert table["dda"]["end"]["step"] == 10
+  assert table["dda"]["fresh_critic"]["cos_diff_real"] == (0.0, 0.0)
+  assert table["dda"]["end"]["diff_real_over_pixel"][0] == 0.25
+  md = sim2real_report.markdown(seeds, sim2real_report.summarize(seeds))
+  assert "| dda | 10 | 0.100 ± 0.000 | 0.200 ± 0.000 | 0.700 ± 0.141 |" in md
