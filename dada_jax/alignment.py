@@ -35,9 +35,8 @@ GRADIENTS = ("pixel", "diff", "diff_syn", "diff_real")
 
 
 def _cos(a, b):
-  num = sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a),
-                                           jax.tree.leaves(b)))
-  return num / (optax.tree.norm(a) * optax.tree.norm(b) + 1e-30)
+  return optax.tree.vdot(a, b) / (optax.tree.norm(a) * optax.tree.norm(b)
+                                  + 1e-30)
 
 
 def make_alignment_fn(config: mlc.ConfigDict):

@@ -327,9 +327,12 @@ def run_seed(base: mlc.ConfigDict, seed: int, *, warmup_steps: int,
             cfg, params, critic_warmup_steps, jax.random.fold_in(branch_rng, 1),
             data_seed=1000 * seed + 2)
 
-    def point(i, ema, trained, cfg=cfg, align=align):
-      p = {"step": i, "psnr_real": _score(cfg, ema, real_test)[0],
-           "psnr_syn": _score(cfg, ema, syn_test)[0]}
+    scores = {}  # step -> ((psnr, ssim) real, (psnr, ssim) syn)
+
+    def point(i, ema, trained, cfg=cfg, align=align, scores=scores):
+      scores[i] = _score(cfg, ema, real_test), _score(cfg, ema, syn_test)
+      p = {"step": i, "psnr_real": scores[i][0][0],
+           "psnr_syn": scores[i][1][0]}
       if align is not None:  # the raw params, the ones being trained
         p["alignment"] = alignment_lib.mean_alignment(
             align, trained, probes, probe_rng)
@@ -347,8 +350,9 @@ def run_seed(base: mlc.ConfigDict, seed: int, *, warmup_steps: int,
             i, jax.device_get(st["ema"]["restorer"]), st["params"])),
         eval_every=eval_every)
     ema = jax.device_get(state["ema"]["restorer"])
-    pr, sr = _score(cfg, ema, real_test)
-    ps, ss = _score(cfg, ema, syn_test)
+    if steps not in scores:  # the last curve point already scored this EMA
+      point(steps, ema, None, align=None)
+    (pr, sr), (ps, ss) = scores[steps]
     out["runs"].append({
         "task": base.task, "method": method, "seed": seed, "steps": steps,
         "warmup_steps": warmup_steps, "psnr_real": pr, "ssim_real": sr,
