@@ -25,6 +25,8 @@ import jax
 import ml_collections as mlc
 import numpy as np
 
+from dada_jax import outputs
+
 
 class BenchError(ValueError):
   """A bench flag that cannot be used; the message names it."""
@@ -79,6 +81,8 @@ def add_parser(sub) -> None:
   b.add_argument("--torch-amp", action="store_true",
                  help="also time the reference under bf16 autocast")
   b.add_argument("--json", default=None, help="write the figures here")
+  b.add_argument("--overwrite", action="store_true",
+                 help="replace --json if it exists")
 
 
 def _ints(flag, text):
@@ -239,8 +243,8 @@ def environment() -> dict:
 
 
 def run(args, config: mlc.ConfigDict) -> int:
-  batch = args.batch or config.data.batch_size
-  size = args.size or config.data.patch_size
+  batch = config.data.batch_size if args.batch is None else args.batch
+  size = config.data.patch_size if args.size is None else args.size
   if batch <= 0 or size <= 0:
     raise BenchError(f"--batch {batch} / --size {size}: must be positive")
   if size % 2 ** (config.restorer.depth - 1) or size % 2 ** (
@@ -260,6 +264,8 @@ def run(args, config: mlc.ConfigDict) -> int:
   sides = _ints("--restore-sizes", args.restore_sizes)
   if args.steps < 1 or args.warmup < 0:
     raise BenchError("--steps must be >= 1 and --warmup >= 0")
+  if args.json:  # before the benchmark runs, so no figures are lost
+    outputs.check_file(args.json, "--json", overwrite=args.overwrite)
   from dada_jax import sharding  # pylint: disable=g-import-not-at-top
   data_devices = sharding.make_mesh(config).shape["data"]
   if batch % data_devices:
@@ -315,8 +321,7 @@ def run(args, config: mlc.ConfigDict) -> int:
            "results": [dataclasses.asdict(r) for r in results],
            "torch_reference": ref}
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-      json.dump(out, f, indent=1)
+    outputs.write_text(args.json, json.dumps(out, indent=1))
     print(f"wrote {args.json}")
   return 0
 

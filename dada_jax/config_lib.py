@@ -202,3 +202,13 @@ def validate(config: mlc.ConfigDict) -> None:
     raise ConfigError("config.critic: every level width (inner_channels x "
                       f"mult = {widths}) must be a multiple of 32 for "
                       "GroupNorm(32)")
+  for field, least in (("data.batch_size", 1), ("data.patch_size", 1),
+                       ("restorer.depth", 1), ("restorer.wf", 1),
+                       ("critic.inner_channels", 1), ("critic.res_blocks", 1),
+                       ("predict.tile", 0), ("predict.tile_overlap", 0),
+                       ("predict.tile_batch", 1),
+                       ("predict.max_untiled_pixels", 0)):
+    section, name = field.split(".")
+    value = config[section][name]
+    if value < least:
+      raise ConfigError(f"config.{field}={value}: must be >= {least}")

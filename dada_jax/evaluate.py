@@ -34,6 +34,7 @@ from dada_jax import data
 from dada_jax import image_io
 from dada_jax import metrics
 from dada_jax import models
+from dada_jax import outputs
 from dada_jax import predict
 from dada_jax import sidd
 
@@ -332,6 +333,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
   p.add_argument("--sidd-gt", help="SIDD ground-truth blocks .mat")
   p.add_argument("--output", help="folder for restored PNGs (Idenoised.mat "
                  f"for SIDD) and {_GRID_NAME}.png")
+  p.add_argument("--overwrite", action="store_true",
+                 help="write into a non-empty --output, replacing files")
   p.add_argument("--max-images", type=int, default=None,
                  help="first N images (SIDD: rows of blocks); default all, "
                  "or config.eval.max_images without --input/--sidd-noisy")
@@ -352,6 +355,9 @@ def run(args: argparse.Namespace, config: mlc.ConfigDict) -> int:
   if not explicit and e.kind == "none":
     raise EvalError("nothing to evaluate: pass --input/--target or "
                     "--sidd-noisy, or set config.eval.kind")
+  if args.output:
+    outputs.check_folder(args.output, "--output", empty=not args.overwrite,
+                         hint="choose a new one or pass --overwrite")
   max_images = args.max_images
   if max_images is None:
     max_images = 0 if explicit else e.max_images

@@ -15,6 +15,10 @@ from dada_jax import config_lib
 # written under other values cannot be resumed with this config.
 MODEL_FIELDS = ("restorer", "critic", "objective.mode", "optim.weight_decay",
                 "optim.grad_clip")
+# Fields a resumed run must keep for its batches and random streams to
+# continue where the checkpoint left them (the Grain iterator position counts
+# batches of this size and patch size; every stream is derived from the seed).
+RESUME_FIELDS = ("data.batch_size", "data.patch_size", "seed")
 
 
 class TrainingStopped(RuntimeError):
@@ -110,3 +114,43 @@ def config_mismatches(saved: dict, current: dict,
       if a.get(key) != b.get(key):
         out.append(f"{key}: checkpoint {a.get(key)!r}, config {b.get(key)!r}")
   return out
+
+
+def summarize_mismatches(problems: list[str], shown: int = 3) -> str:
+  """`config_mismatches`' output as one line of readable length.
+
+  The count, the count per config section and the first `shown`
+  differences: '35 fields differ (critic: 30, restorer: 5), e.g.
+  restorer.depth: checkpoint 4, config 3; ...; and 32 more'.
+  """
+  sections = {}
+  for p in problems:
+    section = p.split(":", 1)[0].split(".", 1)[0]
+    sections[section] = sections.get(section, 0) + 1
+  counts = ", ".join(f"{k}: {v}" for k, v in sorted(
+      sections.items(), key=lambda kv: (-kv[1], kv[0])))
+  n = len(problems)
+  head = f"{n} field{' differs' if n == 1 else 's differ'} ({counts})"
+  examples = [p if len(p) <= 100 else p[:97] + "..." for p in problems[:shown]]
+  if n <= shown:
+    return f"{head}: {'; '.join(examples)}"
+  return f"{head}, e.g. {'; '.join(examples)}; and {n - shown} more"
+
+
+def resume_problem(saved: dict, current: dict, where: str) -> str | None:
+  """Why the checkpoint at `where`, written under config `saved`, cannot be
+  continued under `current` (one line), or None when it can."""
+  diff = config_mismatches(saved, current)
+  if diff:
+    return (f"{where} was written with another model config: "
+            f"{summarize_mismatches(diff)}; use a new --workdir or the "
+            "matching --config.* values")
+  diff = config_mismatches(saved, current, RESUME_FIELDS)
+  if diff:
+    flags = " ".join(f"--config.{f}={_get(saved, f)}" for f in RESUME_FIELDS
+                     if _get(saved, f) != _get(current, f))
+    return (f"{where} was written with other data or seed settings "
+            f"({'; '.join(diff)}); a resumed run's batches and random "
+            f"streams depend on them: resume with {flags}, or use a new "
+            "--workdir")
+  return None

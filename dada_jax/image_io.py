@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
+from dada_jax import outputs
 from dada_jax.config_lib import VALUE_RANGES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -30,7 +30,14 @@ class LoadedImage:
   note: str | None    # what was converted, e.g. "16-bit -> 8-bit", or None
 
 
-def _to_rgb8(img: Image.Image) -> tuple[np.ndarray, list[str]]:
+def _to_rgb8(img: Image.Image,
+             deep: bool = False) -> tuple[np.ndarray, list[str]]:
+  """([H, W, 3] uint8 pixels, conversion notes) of a loaded image.
+
+  `deep`: the file stores 16 bits per sample, which Pillow has already cut to
+  8 for RGB(A) and LA (keeping the high byte, i.e. v >> 8; the grayscale
+  16-bit modes below round v / 257 instead, they differ by at most 1).
+  """
   notes = []
   mode = img.mode
   if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -48,6 +55,8 @@ def _to_rgb8(img: Image.Image) -> tuple[np.ndarray, list[str]]:
     notes.append("float grayscale -> 8-bit RGB")
     a = np.clip(np.round(a), 0, 255).astype(np.uint8)
     return np.repeat(a[..., None], 3, axis=-1), notes
+  if deep:
+    notes.append("16-bit -> 8-bit")
   if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
       mode == "P" and "transparency" in img.info):
     notes.append("alpha dropped")
@@ -73,17 +82,37 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
     raise ImageReadError(f"{path}: empty file (0 bytes)")
   try:
     with Image.open(path) as img:
+      frames = getattr(img, "n_frames", 1)
+      # Before load(), which clears the tiles: a tile's decoder arguments
+      # start with its raw mode (e.g. "RGB;16B"), which tells whether the
+      # file holds 16-bit samples that Pillow will cut to 8 bits.
+      deep = False
+      for tile in img.tile:
+        args = tile[3]
+        rawmode = args[0] if isinstance(args, tuple) and args else args
+        deep = deep or (isinstance(rawmode, str) and ";16" in rawmode)
       img.load()
       orientation = img.getexif().get(0x0112, 1)
       img = ImageOps.exif_transpose(img)
-      pixels, notes = _to_rgb8(img)
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    reason = str(e) or type(e).__name__
+      pixels, notes = _to_rgb8(img, deep)
+  # Pillow's decoders raise many types on malformed files (struct.error,
+  # IndexError, ZeroDivisionError, MemoryError, ...); all mean "unreadable".
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    if isinstance(e, (OSError, ValueError, SyntaxError)):
+      reason = str(e) or type(e).__name__
+    else:
+      reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
     if "cannot identify image file" in reason:
       reason = "not an image file (or an unsupported format)"
+    reason = " ".join(reason.split())[:300]
     raise ImageReadError(f"{path}: cannot read image: {reason}") from e
-  if orientation not in (1, None):
+  if pixels.ndim != 3 or 0 in pixels.shape:
+    raise ImageReadError(f"{path}: cannot read image: it has no pixels "
+                         f"(size {list(pixels.shape[:2])})")
+  if orientation in range(2, 9):
     notes.insert(0, f"EXIF orientation {orientation} applied")
+  if frames > 1:
+    notes.insert(0, f"first of {frames} frames used")
   return LoadedImage(np.ascontiguousarray(pixels), "; ".join(notes) or None)
 
 
@@ -108,23 +137,34 @@ def to_uint8(x: np.ndarray, value_range: str) -> np.ndarray:
 
 def write_png(path: str | os.PathLike, pixels: np.ndarray) -> None:
   """Writes an 8-bit RGB PNG atomically: a crash never leaves a partial file."""
-  path = os.fspath(path)
-  folder = os.path.dirname(path) or "."
-  fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=folder)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      Image.fromarray(np.asarray(pixels, np.uint8), "RGB").save(f, "PNG")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with outputs.atomic_write(path) as f:
+    Image.fromarray(np.asarray(pixels, np.uint8), "RGB").save(f, "PNG")
 
 
 def list_images(folder: str | os.PathLike) -> list[str]:
   """Image files directly in `folder` (by extension, case-insensitive), sorted."""
+  return scan_images(folder)[0]
+
+
+def scan_images(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
+  """(image files, notes): what `folder` holds directly, by extension.
+
+  Entries named like images that are not files are left out with a note
+  each: folders, and symbolic links that point nowhere.
+  """
   folder = os.fspath(folder)
-  return sorted(
-      os.path.join(folder, n) for n in os.listdir(folder)
-      if n.lower().endswith(IMAGE_EXTENSIONS)
-      and os.path.isfile(os.path.join(folder, n)))
+  files, notes = [], []
+  for name in sorted(os.listdir(folder)):
+    if not name.lower().endswith(IMAGE_EXTENSIONS):
+      continue
+    path = os.path.join(folder, name)
+    if os.path.isfile(path):
+      files.append(path)
+    elif os.path.isdir(path):
+      notes.append(f"{path}: skipped, a folder named like an image")
+    elif os.path.islink(path):
+      notes.append(f"{path}: skipped, a symbolic link to nothing "
+                   f"({os.readlink(path)})")
+    else:
+      notes.append(f"{path}: skipped, not a regular file")
+  return files, notes

@@ -161,15 +161,30 @@ class MetricWriter:
       self._tb.close()
       self._tb = _open_tensorboard(self._tb_dir, step + 1)
 
-  def write_config(self, config: Any) -> None:
-    """Writes the resolved config as `workdir/config.json`, keys sorted."""
+  def write_config(self, config: Any, *, resume_step: int | None = None
+                   ) -> None:
+    """Writes the resolved config as `workdir/config.json`, keys sorted.
+
+    A different config.json already there (a run resumed with, e.g., another
+    total_steps) is kept, as `config.step_<resume_step>.json`.
+    """
     if not self.active:
       return
     if hasattr(config, "to_json"):
       text = config.to_json(indent=1, sort_keys=True)
     else:
       text = json.dumps(dict(config), indent=1, sort_keys=True, default=str)
-    _write_text(os.path.join(self.workdir, CONFIG_FILE), text + "\n")
+    path = _path(os.path.join(self.workdir, CONFIG_FILE))
+    if path.exists():
+      if path.read_text() == text + "\n":
+        return
+      stem, n = f"config.step_{resume_step or 0}", 1
+      kept = path.with_name(f"{stem}.json")
+      while kept.exists():
+        n += 1
+        kept = path.with_name(f"{stem}.{n}.json")
+      path.rename(kept)
+    _write_text(os.fspath(path), text + "\n")
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     """Logs one record: `step` and each scalar (Python, NumPy or JAX)."""

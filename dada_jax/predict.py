@@ -68,6 +68,27 @@ def _ramp(length: int, tile: int, start: int, overlap: int) -> np.ndarray:
   return w
 
 
+def tiling_problem(multiple: int, tile: int, overlap: int) -> str | None:
+  """Why (tile, overlap) cannot tile an image, or None if they can.
+
+  A tile side is 0 (never tile) or a positive multiple of `multiple` (the
+  restorer's pooling grid) larger than twice the overlap; the overlap is a
+  multiple of `multiple` too.
+  """
+  if tile == 0:
+    return None
+  if tile < 0 or tile % multiple:
+    return (f"tile side {tile} must be 0 (never tile) or a positive multiple "
+            f"of {multiple}")
+  if overlap < 0 or overlap % multiple:
+    return (f"tile overlap {overlap} must be a non-negative multiple of "
+            f"{multiple}")
+  if tile <= 2 * overlap:
+    return (f"tile side {tile} must be larger than twice the tile overlap "
+            f"{overlap}")
+  return None
+
+
 def restore_array(config: mlc.ConfigDict, params, image: np.ndarray, *,
                   tile: int | None | bool = None, overlap: int | None = None,
                   tile_batch: int | None = None) -> np.ndarray:
@@ -105,12 +126,9 @@ def restore_array(config: mlc.ConfigDict, params, image: np.ndarray, *,
 
 
 def _restore_tiled(restore, params, image, tile, multiple, overlap, batch):
-  if tile % multiple:
-    raise ValueError(f"tile={tile} must be a multiple of {multiple}")
-  if not 0 <= overlap < tile // 2:
-    raise ValueError(f"tile overlap {overlap} must be in [0, tile/2)")
-  if overlap % multiple:
-    raise ValueError(f"tile overlap {overlap} must be a multiple of {multiple}")
+  problem = tiling_problem(multiple, tile, overlap)
+  if problem:
+    raise ValueError(problem)
   h, w, _ = image.shape
   # Pad as whole-image restoration would (so tile origins keep the pooling
   # grid), and an axis shorter than the tile up to it, so every tile has the

@@ -29,6 +29,7 @@ import scipy.io
 from scipy.io import matlab
 
 from dada_jax import metrics
+from dada_jax import outputs
 
 KNOWN_KEYS = ("ValidationNoisyBlocksSrgb", "ValidationGtBlocksSrgb",
               "BenchmarkNoisyBlocksSrgb")
@@ -44,8 +45,15 @@ def _pick_key(path, names, key):
   visible = [n for n in names if not n.startswith("__")]
   if key is None:
     if len(visible) != 1:
-      raise SiddError(f"{path}: cannot pick the variable automatically, it "
-                      f"holds {visible}; pass key= (e.g. one of {KNOWN_KEYS})")
+      known = ", ".join(KNOWN_KEYS)
+      if not visible:
+        raise SiddError(f"{path}: holds no variables; expected one array of "
+                        f"SIDD blocks (SIDD names it one of {known})")
+      raise SiddError(
+          f"{path}: holds {len(visible)} variables {visible}, so the blocks "
+          "cannot be picked automatically; save the blocks alone in their "
+          f"own .mat file (SIDD names the variable one of {known}) "
+          "(Python API: pass key=NAME)")
     return visible[0]
   if key not in visible:
     raise SiddError(f"{path}: no variable {key!r}; it holds {visible}")
@@ -160,8 +168,8 @@ def write_denoised(path: str | os.PathLike, blocks, *,
     raise ValueError(f"dtype={dtype!r} must be 'float32' or 'uint8'")
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  scipy.io.savemat(str(path), {DENOISED_KEY: out}, appendmat=False,
-                   do_compression=do_compression)
+  with outputs.atomic_write(path) as f:
+    scipy.io.savemat(f, {DENOISED_KEY: out}, do_compression=do_compression)
   return path
 
 

@@ -49,6 +49,7 @@ from dada_jax import alignment as alignment_lib
 from dada_jax import data
 from dada_jax import evaluate
 from dada_jax import image_io
+from dada_jax import outputs
 from dada_jax import metrics
 from dada_jax import models
 from dada_jax import objective
@@ -59,7 +60,6 @@ from dada_jax import train_step as step_lib
 from dada_jax.sim2real_report import METHODS
 from dada_jax.sim2real_report import ReportError
 from dada_jax.sim2real_report import aggregate
-from dada_jax.sim2real_report import write_atomic
 from dada_jax.sim2real_report import write_comparison
 LINEAR_TAPS = 7
 SYN_TEST_SEED = 2000
@@ -453,14 +453,14 @@ def _saver(path: str, methods, command: str):
       kept = []
     out = {k: v for k, v in result.items() if k != "restorers"}
     out.update(runs=kept + out["runs"], command=command)
-    write_atomic(path, json.dumps(out, indent=1))
+    outputs.write_text(path, json.dumps(out, indent=1))
 
   return save
 
 
 def run(args, config: mlc.ConfigDict, command: str = "") -> int:
   """Runs the benchmark (or the demo) and prints the Markdown table."""
-  os.makedirs(os.path.join(args.output, "runs"), exist_ok=True)
+  outputs.check_folder(args.output, "--output")
   if args.report_only:
     aggregate(args.output, command)
     with open(os.path.join(args.output, "results.md")) as f:
@@ -487,6 +487,7 @@ def run(args, config: mlc.ConfigDict, command: str = "") -> int:
   config.objective.update(steps_per_epoch=0, ramp_steps=ramp)
   train_lib.check_config(config, len(sharding.make_mesh(config).devices.flat))
   real_test, _ = test_sources(config)
+  os.makedirs(os.path.join(args.output, "runs"), exist_ok=True)
   for seed in seeds:
     path = os.path.join(args.output, "runs", f"seed_{seed}.json")
     save = _saver(path, methods, command)

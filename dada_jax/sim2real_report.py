@@ -17,6 +17,7 @@ import numpy as np
 
 from dada_jax import evaluate
 from dada_jax import image_io
+from dada_jax import outputs
 from dada_jax import predict
 
 METHODS = ("vanilla", "dda", "oracle", "no_shuffle", "no_negatives")
@@ -183,18 +184,12 @@ def aggregate(output: str, command: str = "") -> dict:
   results = {"runs": [r for s in seeds for r in s["runs"]],
              "warmup": [{"seed": s["seed"], **s["warmup"]} for s in seeds],
              "summary": summary, "commands": commands or [command]}
-  write_atomic(os.path.join(output, "results.json"),
-                json.dumps(results, indent=1))
-  write_atomic(os.path.join(output, "results.md"),
-                markdown(seeds, summary, "; ".join(results["commands"])))
+  outputs.write_text(os.path.join(output, "results.json"),
+                     json.dumps(results, indent=1))
+  outputs.write_text(os.path.join(output, "results.md"),
+                     markdown(seeds, summary, "; ".join(results["commands"])))
   write_plot(os.path.join(output, "psnr_vs_step.png"), seeds)
   first = os.path.join(output, f"comparison_seed{seeds[0]['seed']}.png")
   if os.path.exists(first):
     shutil.copyfile(first, os.path.join(output, "comparison.png"))
   return results
-
-
-def write_atomic(path: str, text: str) -> None:
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)

@@ -89,18 +89,22 @@ def resolve_epochs(config: mlc.ConfigDict, num_syn: int) -> None:
 
 def _initial_state(config, workdir, mesh, state_sharding, state_shape,
                    checkpointer, data_iter, init_rng):
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    saved = checkpointer.restore_meta(latest).get("config", {})
-    diff = faults.config_mismatches(saved, json.loads(config.to_json()))
-    if diff:
-      raise config_lib.ConfigError(
-          f"{ckpt_lib.checkpoint_dir(workdir)}/{latest} was written with "
-          f"another model config ({'; '.join(diff)}); use a new --workdir or "
-          "the matching --config.* values")
-    logging.info("resuming from %s step %d", workdir, latest)
-    target = ckpt_lib.abstract_with_shardings(state_shape, state_sharding)
-    return checkpointer.restore(latest, target, data_iter)
+  current = json.loads(config.to_json())
+  target = ckpt_lib.abstract_with_shardings(state_shape, state_sharding)
+
+  def restore(step):
+    saved = checkpointer.restore_meta(step).get("config", {})
+    problem = faults.resume_problem(saved, current,
+                                    checkpointer.step_dir(step))
+    if problem:
+      raise config_lib.ConfigError(problem)
+    return checkpointer.restore(step, target, data_iter)
+
+  # Unreadable newer steps are moved aside: this run saves those steps again.
+  step, state = checkpointer.restore_newest(restore, move_aside=True)
+  if step is not None:
+    logging.info("resuming from %s step %d", workdir, step)
+    return state
   init = functools.partial(step_lib.init_state, config)
   if config.train.init_from:
     params = weights.load_params(config.train.init_from, config,
@@ -145,7 +149,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
 
   writer = metric_writer.MetricWriter(workdir, tensorboard=t.tensorboard,
                                       resume_step=step)
-  writer.write_config(config)
+  writer.write_config(config, resume_step=step)
   progress = metric_writer.Progress(
       t.total_steps, start_step=step, global_batch_size=config.data.batch_size,
       bar=t.progress_bar, enabled=jax.process_index() == 0)

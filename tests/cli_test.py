@@ -9,20 +9,14 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
+from conftest import SMALL_ARGS
 from dada_jax import cli
 from dada_jax import image_io
 from dada_jax import predict
 
 torch = pytest.importorskip("torch")
 
-# configs/denoise.py shrunk to the fixture model's shape by overrides.
-SMALL = ["--config", str(REPO / "configs/denoise.py"),
-         "--config.restorer.depth=3", "--config.restorer.wf=16",
-         "--config.critic.inner_channels=32",
-         "--config.critic.channel_mults=(1,2)", "--config.critic.res_blocks=1",
-         "--config.critic.attn_res=(2,)", "--config.critic.num_head_channels=16",
-         "--config.predict.tile=64", "--config.predict.tile_overlap=16",
-         "--config.predict.max_untiled_pixels=4096"]
+SMALL = SMALL_ARGS
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,16 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 REPO = pathlib.Path(__file__).parent.parent
 
+# configs/denoise.py shrunk by overrides to the fixture model's shape (the
+# reference's small run, noise_da_small.json), for command-line tests.
+SMALL_ARGS = [
+    "--config", str(REPO / "configs/denoise.py"), "--config.restorer.depth=3",
+    "--config.restorer.wf=16", "--config.critic.inner_channels=32",
+    "--config.critic.channel_mults=(1,2)", "--config.critic.res_blocks=1",
+    "--config.critic.attn_res=(2,)", "--config.critic.num_head_channels=16",
+    "--config.predict.tile=64", "--config.predict.tile_overlap=16",
+    "--config.predict.max_untiled_pixels=4096"]
+
 
 @pytest.fixture(scope="session")
 def ref():

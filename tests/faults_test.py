@@ -1,6 +1,7 @@
 """Training under faults: kill -9, SIGTERM, non-finite steps, bad workdirs,
 failing saves, a checkpoint from another config."""
 
+import json
 import os
 import pathlib
 import shutil
@@ -201,3 +202,18 @@ def test_resuming_with_another_model_config_names_the_fields(tmp_path):
   msg = str(e.value)
   assert "restorer.wf: checkpoint 8, config 16" in msg
   assert "critic.res_blocks: checkpoint 1, config 2" in msg
+
+
+def test_resume_problem_is_one_line_and_allows_schedule_changes():
+  saved = json.loads(_config().to_json())
+  paper = json.loads(config_lib.base_config("denoise").to_json())
+  msg = faults.resume_problem(saved, paper, "W/checkpoints/6")
+  n = len(faults.config_mismatches(saved, paper))
+  assert n > 3 and "\n" not in msg
+  assert msg.startswith(f"W/checkpoints/6 was written with another model "
+                        f"config: {n} fields differ (critic: ")
+  assert msg.endswith(f"; and {n - 3} more; use a new --workdir or the "
+                      "matching --config.* values")
+  later = _config(total=100, log_every=7, eval_every=5, ckpt_every=3,
+                  keep_ckpts=9, tensorboard=True, progress_bar=True)
+  assert faults.resume_problem(saved, json.loads(later.to_json()), "W") is None

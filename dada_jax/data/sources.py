@@ -338,11 +338,12 @@ def check_sources(sources: Sequence[Any], min_size: int = 0, *,
   per_source = {}
   for source in sources:
     problems = list(source.problems)
+    listed = {p.path for p in problems}  # e.g. missing: no second line
     if decode and len(source):
       with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
         for item_problems in pool.map(
             lambda i, s=source: s.check_item(i, min_size), range(len(source))):
-          problems.extend(item_problems)
+          problems.extend(p for p in item_problems if p.path not in listed)
     if problems:
       per_source[repr(source)] = problems
   if per_source:
