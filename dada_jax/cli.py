@@ -19,19 +19,28 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 from dada_jax import config_lib
-from dada_jax import convert_torch
-from dada_jax import image_io
+from dada_jax import errors
+from dada_jax import evaluate
+from dada_jax import metrics
 from dada_jax import models
 from dada_jax import outputs
-from dada_jax import pth
+from dada_jax import restore
+from dada_jax.sim2real.report import METHODS
+from dada_jax.torch_io import convert
+from dada_jax.torch_io import pth
+
+# sim2real's and demo's default config: configs/demo.py of this repository.
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "configs", "demo.py")
 
 
-class UsageError(ValueError):
-  pass
+class UsageError(errors.UserError):
+  """A flag value the command line cannot use; the message names the flag."""
 
+
+# ------------------------------------------------------------------ parser
 
 def _parser():
   p = argparse.ArgumentParser(prog="dada-jax", description=__doc__.split(
@@ -65,6 +74,7 @@ def _parser():
   r.add_argument("--overwrite", action="store_true",
                  help="replace PNGs already in --output (inputs are never "
                  "replaced)")
+
   t = sub.add_parser("train", help="train (resumes from the workdir)")
   t.add_argument("--config", required=True)
   t.add_argument("--workdir", required=True,
@@ -72,10 +82,100 @@ def _parser():
   t.add_argument("--multihost", action="store_true",
                  help="call jax.distributed.initialize() (Cloud TPU pods)")
 
-  from dada_jax import bench, evaluate, sim2real  # pylint: disable=g-import-not-at-top
-  evaluate.add_parser(sub)
-  bench.add_parser(sub)
-  sim2real.add_parsers(sub)
+  v = sub.add_parser(
+      "evaluate", help="PSNR/SSIM of the restorer on a paired set or SIDD")
+  v.add_argument("--config", required=True, help="configs/TASK.py[:arg]")
+  v.add_argument("--checkpoint", required=True,
+                 help="directory from `convert`, or a .pth/.npz")
+  v.add_argument("--preset", choices=sorted(metrics.PRESETS), default=None,
+                 help="metrics convention (default: config.eval.preset; "
+                 f"{evaluate.SIDD_PRESET} for SIDD)")
+  which = v.add_mutually_exclusive_group()
+  which.add_argument("--input", help="degraded images: folder, or .flist")
+  v.add_argument("--target", help="ground truth: folder, or .flist")
+  which.add_argument("--sidd-noisy", help="SIDD noisy blocks .mat")
+  v.add_argument("--sidd-gt", help="SIDD ground-truth blocks .mat")
+  v.add_argument("--output", help="folder for restored PNGs (Idenoised.mat "
+                 "for SIDD) and samples.png")
+  v.add_argument("--overwrite", action="store_true",
+                 help="write into a non-empty --output, replacing files")
+  v.add_argument("--max-images", type=int, default=None,
+                 help="first N images (SIDD: rows of blocks); default all, "
+                 "or config.eval.max_images without --input/--sidd-noisy")
+
+  b = sub.add_parser("bench", help="time train steps and restore")
+  b.add_argument("--config", default="configs/denoise.py",
+                 help="configs/TASK.py[:arg] (default: the paper's denoise)")
+  b.add_argument("--batch", type=int, default=None,
+                 help="global batch (default: config.data.batch_size)")
+  b.add_argument("--size", type=int, default=None,
+                 help="patch side (default: config.data.patch_size)")
+  b.add_argument("--modes", default="dda,vanilla",
+                 help="train steps to time: dda, dda_ex, vanilla (comma list)")
+  b.add_argument("--dtypes", default=None,
+                 help="compute dtypes, e.g. float32,bfloat16 (default: "
+                 "config.dtype)")
+  b.add_argument("--restore-sizes", default="512,2048",
+                 help="square image sides to restore ('' for none)")
+  b.add_argument("--steps", type=int, default=10, help="timed calls per case")
+  b.add_argument("--warmup", type=int, default=2,
+                 help="untimed calls after compilation")
+  b.add_argument("--peak-tflops", type=float, default=None,
+                 help="the device's peak TFLOP/s, for the achieved fraction")
+  b.add_argument("--torch-reference", default=None, metavar="PATH",
+                 help="a checkout of the official PyTorch Noise-DA code: "
+                 "time its train step at the same batch and size too")
+  b.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda"),
+                 help="where the reference runs (default cpu)")
+  b.add_argument("--torch-small", action="store_true",
+                 help="build the reference at the runlocal test size (depth-3"
+                 " restorer, 2-level critic) instead of the paper's")
+  b.add_argument("--torch-amp", action="store_true",
+                 help="also time the reference under bf16 autocast")
+  b.add_argument("--json", default=None, help="write the figures here")
+  b.add_argument("--overwrite", action="store_true",
+                 help="replace --json if it exists")
+
+  # demo is sim2real's vanilla vs DDA on one seed: same flags, other defaults.
+  s = sub.add_parser("sim2real", help="vanilla vs DDA vs oracle and ablations "
+                     "on built-in photos with simulated real domains")
+  d = sub.add_parser("demo", help="the main job on built-in data: vanilla vs "
+                     "DDA on simulated real camera noise (CPU-sized)")
+  for q, seeds, steps, critic_warm, probes, methods, out in (
+      (s, "3", 300, 150, 2, ",".join(METHODS), None),
+      (d, "1", 150, 0, 0, "vanilla,dda", "/tmp/dada_demo")):
+    q.add_argument("--task", default="denoise",
+                   choices=("denoise", "derain", "deblur"))
+    q.add_argument("--config", default=None,
+                   help="default: configs/demo.py:task=TASK")
+    q.add_argument("--seeds", default=seeds,
+                   help="N (seeds 0..N-1) or a comma list, e.g. 3,4")
+    q.add_argument("--steps", type=int, default=steps,
+                   help="restorer updates per branch after the warm-up")
+    q.add_argument("--warmup-steps", type=int, default=2000,
+                   help="synthetic-only updates shared by a seed's branches")
+    q.add_argument("--critic-warmup-steps", type=int, default=critic_warm,
+                   help="critic-only updates on the frozen warm-up restorer "
+                   "before each branch with a critic (0: a fresh critic, as "
+                   "the paper trains)")
+    q.add_argument("--probe-batches", type=int, default=probes,
+                   help="training batches on which each critic branch "
+                   "measures how its gradient aligns with real-domain "
+                   "supervision (dada_jax.sim2real.alignment); 0: off")
+    q.add_argument("--warmup-lr", type=float, default=1e-3,
+                   help="learning rate of the synthetic-only warm-up (0: the "
+                   "config's optim.lr; branches always use optim.lr)")
+    q.add_argument("--eval-every", type=int, default=0,
+                   help="curve points per branch (default: steps / 5)")
+    q.add_argument("--methods", default=methods,
+                   help=f"comma list of {', '.join(METHODS)}")
+    q.add_argument("--images", default=None,
+                   help="a folder of clean photos to use instead of the "
+                   "built-in ones (every 4th sorted file is held out)")
+    q.add_argument("--output", required=out is None, default=out,
+                   help="folder for results.json, results.md and figures")
+    q.add_argument("--report-only", action="store_true",
+                   help="only re-aggregate OUT/runs/seed_*.json")
   return p
 
 
@@ -89,12 +189,40 @@ def _split_overrides(argv):
   return overrides, rest
 
 
+def _config_spec(args) -> str:
+  if args.command in ("sim2real", "demo"):
+    return args.config or f"{DEMO_CONFIG}:task={args.task}"
+  return args.config
+
+
+def _ints(flag: str, text: str) -> list[int]:
+  try:
+    return [int(v) for v in text.split(",") if v.strip()]
+  except ValueError:
+    raise UsageError(f"{flag} {text!r}: expected comma-separated integers"
+                     ) from None
+
+
+def _seeds(text: str) -> list[int]:
+  """--seeds: N (seeds 0..N-1) or a comma list of seeds."""
+  try:
+    values = [int(v) for v in text.split(",") if v.strip()]
+  except ValueError:
+    values = []
+  if not values or min(values) < 0:
+    raise UsageError(f"--seeds {text!r}: expected N > 0 or a comma list of "
+                     "seeds >= 0")
+  return list(range(values[0])) if "," not in text else values
+
+
+# ---------------------------------------------------------------- handlers
+
 def _convert(args, config):
   import shutil  # pylint: disable=g-import-not-at-top
   from dada_jax import weights  # pylint: disable=g-import-not-at-top
   outputs.check_folder(args.output, "--output", empty=True)
   state = weights.read_state_dict(args.torch_checkpoint)
-  params = convert_torch.params_from_state_dict(
+  params = convert.params_from_state_dict(
       state, config, source=args.torch_checkpoint)
   created = not os.path.exists(args.output)
   try:
@@ -119,10 +247,10 @@ def _export(args, config):
   roles = ("restorer", "critic")
   try:
     params = weights.load_params(args.checkpoint, config, roles)
-  except convert_torch.CheckpointMismatch:
+  except convert.CheckpointMismatch:
     roles = ("restorer",)
     params = weights.load_params(args.checkpoint, config, roles)
-  state = convert_torch.state_dict_from_params(params, config)
+  state = convert.state_dict_from_params(params, config)
   os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
   with outputs.atomic_write(args.output) as f:
     if args.output.endswith(".npz"):
@@ -133,109 +261,10 @@ def _export(args, config):
   return 0
 
 
-def _inputs(path):
-  """(image files, notes on entries skipped) of --input."""
-  notes = []
-  if os.path.isdir(path):
-    files, notes = image_io.scan_images(path)
-    if not files:
-      raise UsageError(f"--input {path}: folder holds no images "
-                       f"({', '.join(image_io.IMAGE_EXTENSIONS)})")
-  elif os.path.isfile(path):
-    files = [path]
-  elif os.path.islink(path):
-    raise UsageError(f"--input {path}: symbolic link to nothing "
-                     f"({os.readlink(path)})")
-  else:
-    raise UsageError(f"--input {path}: no such file or folder")
-  stems = {}
-  for f in files:
-    stems.setdefault(os.path.splitext(os.path.basename(f))[0], []).append(f)
-  clashes = [v for v in stems.values() if len(v) > 1]
-  if clashes:
-    raise UsageError("--input: outputs would collide for inputs sharing a "
-                     "stem: " + "; ".join(", ".join(c) for c in clashes))
-  return files, notes
-
-
-def _check_tiling(args, config):
-  from dada_jax import predict  # pylint: disable=g-import-not-at-top
-  multiple, p = models.pad_multiple(config), config.predict
-  if args.tile is not None:
-    problem = predict.tiling_problem(multiple, args.tile, p.tile_overlap)
-    if problem:
-      where = " (config.predict.tile_overlap)" if "overlap" in problem else ""
-      raise UsageError(f"--tile {args.tile}: {problem}{where}")
-  problem = predict.tiling_problem(multiple, p.tile, p.tile_overlap)
-  if problem and args.tile is None:
-    raise config_lib.ConfigError(
-        f"config.predict.tile={p.tile}, tile_overlap={p.tile_overlap}: "
-        f"{problem}")
-
-
-def _output_paths(files, folder, overwrite):
-  """{input: output PNG}; refuses to replace an input, or an existing file
-  without --overwrite, before anything is computed."""
-  planned = {f: os.path.join(folder, os.path.splitext(os.path.basename(f))[0]
-                             + ".png") for f in files}
-  sources = {os.path.realpath(f) for f in files}
-  existing = []
-  for out in planned.values():
-    if os.path.realpath(out) in sources:
-      raise UsageError(f"--output {folder}: would overwrite the input {out}; "
-                       "choose another --output folder")
-    if os.path.isdir(out):
-      raise UsageError(f"--output {folder}: {out} is a folder")
-    if os.path.lexists(out):
-      existing.append(out)
-  if existing and not overwrite:
-    shown = ", ".join(existing[:3]) + (
-        f" and {len(existing) - 3} more" if len(existing) > 3 else "")
-    raise UsageError(f"--output {folder}: {len(existing)} file(s) would be "
-                     f"overwritten ({shown}); pass --overwrite to replace "
-                     "them")
-  return planned
-
-
 def _restore(args, config):
-  from dada_jax import predict  # pylint: disable=g-import-not-at-top
-  from dada_jax import weights  # pylint: disable=g-import-not-at-top
-  files, notes = _inputs(args.input)
-  _check_tiling(args, config)
-  outputs.check_folder(args.output, "--output")
-  planned = _output_paths(files, args.output, args.overwrite)
-  params = weights.load_params(args.checkpoint, config)["restorer"]
-  value_range = config.data.value_range
-  broken = [n for n in notes if "symbolic link" in n]
-  failures = list(broken)
-  for n in notes:
-    print(f"note: {n}", file=sys.stderr)
-  for i, path in enumerate(files, 1):
-    out_path = planned[path]
-    start = time.perf_counter()
-    try:
-      loaded = image_io.load_image(path)
-    except image_io.ImageReadError as e:
-      failures.append(str(e))
-      print(f"[{i}/{len(files)}] FAILED {e}", file=sys.stderr)
-      continue
-    x = image_io.to_float(loaded.pixels, value_range)
-    y = predict.restore_array(config, params, x, tile=args.tile)
-    os.makedirs(args.output, exist_ok=True)  # only once something is written
-    image_io.write_png(out_path, image_io.to_uint8(y, value_range))
-    note = f" ({loaded.note})" if loaded.note else ""
-    h, w, _ = x.shape
-    print(f"[{i}/{len(files)}] {path} -> {out_path} {w}x{h} "
-          f"{time.perf_counter() - start:.2f}s{note}")
-  if failures:
-    total = len(files) + len(broken)
-    print(f"dada-jax restore: {len(failures)} of {total} inputs failed:",
-          file=sys.stderr)
-    for f in failures:
-      print(f"  {f}", file=sys.stderr)
-    return 1
-  print(f"restored {len(files)} images into {args.output}")
-  return 0
+  return restore.run(config, checkpoint=args.checkpoint, input=args.input,
+                     output=args.output, tile=args.tile,
+                     overwrite=args.overwrite)
 
 
 def _train(args, config):
@@ -247,29 +276,42 @@ def _train(args, config):
 
 
 def _evaluate(args, config):
-  from dada_jax import evaluate  # pylint: disable=g-import-not-at-top
-  return evaluate.run(args, config)
+  return evaluate.run(
+      config, checkpoint=args.checkpoint, preset=args.preset,
+      input=args.input, target=args.target, sidd_noisy=args.sidd_noisy,
+      sidd_gt=args.sidd_gt, output=args.output, max_images=args.max_images,
+      overwrite=args.overwrite)
 
 
 def _bench(args, config):
-  from dada_jax import bench  # pylint: disable=g-import-not-at-top
-  return bench.run(args, config)
+  from dada_jax.bench import timing  # pylint: disable=g-import-not-at-top
+  return timing.run(
+      config, batch=args.batch, size=args.size,
+      modes=args.modes.split(","),
+      dtypes=args.dtypes.split(",") if args.dtypes else None,
+      restore_sizes=_ints("--restore-sizes", args.restore_sizes),
+      steps=args.steps, warmup=args.warmup, peak_tflops=args.peak_tflops,
+      torch_reference=args.torch_reference, torch_device=args.torch_device,
+      torch_small=args.torch_small, torch_amp=args.torch_amp,
+      json_path=args.json, overwrite=args.overwrite, config_name=args.config)
 
 
 def _sim2real(args, config):
-  from dada_jax import sim2real  # pylint: disable=g-import-not-at-top
-  return sim2real.run(args, config, command=args.command_line)
+  from dada_jax.sim2real import benchmark  # pylint: disable=g-import-not-at-top
+  return benchmark.run(
+      config, output=args.output,
+      seeds=[] if args.report_only else _seeds(args.seeds),
+      steps=args.steps, warmup_steps=args.warmup_steps,
+      critic_warmup_steps=args.critic_warmup_steps,
+      probe_batches=args.probe_batches, warmup_lr=args.warmup_lr,
+      eval_every=args.eval_every,
+      methods=[m for m in args.methods.split(",") if m], images=args.images,
+      report_only=args.report_only, command=args.command_line)
 
 
-def _errors():
-  """Exception types whose message is a complete, user-facing error line."""
-  from dada_jax import bench, bench_torch, data, evaluate, sidd, sim2real  # pylint: disable=g-import-not-at-top
-  return (config_lib.ConfigError, convert_torch.CheckpointMismatch,
-          pth.PthError, UsageError, FileExistsError, image_io.ImageReadError,
-          outputs.OutputError,
-          data.DataError, evaluate.EvalError, sidd.SiddError,
-          bench.BenchError, bench_torch.ReferenceError, sim2real.Sim2RealError,
-          sim2real.ReportError)
+_HANDLERS = {"convert": _convert, "export": _export, "restore": _restore,
+             "train": _train, "evaluate": _evaluate, "bench": _bench,
+             "sim2real": _sim2real, "demo": _sim2real}
 
 
 def main(argv=None) -> int:
@@ -284,21 +326,14 @@ def main(argv=None) -> int:
   from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
-  handlers = {"convert": _convert, "export": _export, "restore": _restore,
-              "train": _train, "evaluate": _evaluate,
-              "bench": _bench, "sim2real": _sim2real, "demo": _sim2real}
   from dada_jax import faults  # pylint: disable=g-import-not-at-top
   try:
-    spec = args.config
-    if args.command in ("sim2real", "demo"):
-      from dada_jax import sim2real  # pylint: disable=g-import-not-at-top
-      spec = sim2real.config_spec(args)
-    config = config_lib.load_config(spec, overrides)
-    return handlers[args.command](args, config)
+    config = config_lib.load_config(_config_spec(args), overrides)
+    return _HANDLERS[args.command](args, config)
   except faults.TrainingStopped as e:
     print(f"dada-jax {args.command}: {e}", file=sys.stderr)
     return e.exit_code
-  except _errors() as e:
+  except errors.UserError as e:
     print(f"dada-jax {args.command}: error: {e}", file=sys.stderr)
     return 2
 

@@ -1,5 +1,6 @@
 """Config helpers: the shared base config, `:arg` parsing, file loading and
-`--config.a.b=value` overrides (ml_collections, no global absl flags).
+`--config.a.b=value` overrides (ml_collections, no global absl flags), and
+`validate`, which holds every rule a config's fields must keep.
 """
 
 from __future__ import annotations
@@ -10,10 +11,30 @@ import os
 
 import ml_collections as mlc
 
+from dada_jax import errors
+
 VALUE_RANGES = {"zero_one": (0.0, 1.0), "minus_one_one": (-1.0, 1.0)}
 
+# Kinds of a data stream (config.data.syn / real / ref, and config.eval less
+# "none"); `dada_jax.data.build_source` makes a source of each.
+STREAM_KINDS = ("synthetic", "folder", "paired_folders", "flist",
+                "paired_flists", "tfds", "none", "builtin", "simulated")
+# Paths a stream kind reads: 1 = `path`, 2 = `path` and `gt_path`.
+_PATHS_NEEDED = {"folder": 1, "flist": 1, "tfds": 1, "paired_folders": 2,
+                 "paired_flists": 2}
+# config.eval's kinds besides "none" and "sidd_mat" (two .mat files).
+EVAL_SOURCE_KINDS = ("paired_folders", "paired_flists", "folder", "flist",
+                     "tfds", "synthetic", "builtin", "simulated")
+# A simulated stream's degradations: the keys of
+# dada_jax.data.degrade.DEGRADATIONS and dada_jax.data.simulated.DOMAINS.
+TASKS = ("denoise", "derain", "deblur")
+DOMAINS = ("synthetic", "real")
+# config.eval.preset's default; SIDD is scored with its own preset unless
+# config.eval.preset is set away from it (evaluate.sidd_preset).
+DEFAULT_EVAL_PRESET = "rgb"
 
-class ConfigError(ValueError):
+
+class ConfigError(errors.UserError):
   """A config file or override that cannot be used; the message names it."""
 
 
@@ -39,16 +60,15 @@ def base_config(task: str) -> mlc.ConfigDict:
   c.seed = 0
   c.dtype = "float32"
 
+  # The architectures: every field is the attribute of the same name of
+  # models.RestorationNet / models.CriticUNet (the compute dtype is `dtype`).
   c.restorer = mlc.ConfigDict(dict(
       depth=4, wf=64, slope=0.2, last_init="kaiming"))
   c.critic = mlc.ConfigDict(dict(
       in_channels=9, out_channels=3, inner_channels=64,
       channel_mults=(1, 2, 4, 8), res_blocks=2, attn_res=(16,),
       num_head_channels=32, dropout=0.2, use_scale_shift_norm=True,
-      resblock_updown=True, conv_resample=True, zero_init_outputs=False,
-      # Recompute the critic's activations in the backward pass (less memory
-      # for large batches, ~1/3 more critic FLOPs); numbers are unchanged.
-      remat=False))
+      resblock_updown=True, conv_resample=True, zero_init_outputs=False))
   c.diffusion = mlc.ConfigDict(dict(
       schedule="linear", num_timesteps=1000, linear_start=1e-6,
       linear_end=1e-2, cosine_s=8e-3))
@@ -70,8 +90,7 @@ def base_config(task: str) -> mlc.ConfigDict:
       # Roles ("restorer", "critic") whose params this run does not update.
       frozen=()))
 
-  # Each stream: kind in synthetic | folder | paired_folders | flist |
-  # paired_flists | tfds | none (see dada_jax.data.sources.build_source).
+  # Each stream: kind in STREAM_KINDS (see dada_jax.data.build.build_source).
   # A clean-only synthetic stream gets online AWGN, σ ~ U[sigma_range]/255.
   stream = lambda kind: mlc.ConfigDict(dict(
       kind=kind, path="", gt_path="", split="train", data_dir="",
@@ -88,13 +107,16 @@ def base_config(task: str) -> mlc.ConfigDict:
   # paired_flists | sidd_mat (path = noisy blocks .mat, gt_path = ground-truth
   # blocks .mat) | a clean-only stream kind with AWGN of noise_sigma (8-bit).
   c.eval = stream("none")
-  c.eval.update(preset="rgb", max_images=0, num_samples=4, noise_sigma=-1.0,
-                seed=100)
+  c.eval.update(preset=DEFAULT_EVAL_PRESET, max_images=0, num_samples=4,
+                noise_sigma=-1.0, seed=100)
 
   c.train = mlc.ConfigDict(dict(
       total_steps=1_000_000, log_every=100, ckpt_every=5000, eval_every=0,
       keep_ckpts=3, async_ckpt=True, init_from="", progress_bar=True,
-      tensorboard=True, max_bad_steps=20))
+      tensorboard=True, max_bad_steps=20,
+      # Recompute the critic's activations in the backward pass (less memory
+      # for large batches, ~1/3 more critic FLOPs); numbers are unchanged.
+      remat=False))
   c.mesh = (("data", -1),)
   c.sharding = "replicate"  # or "fsdp": params sharded over 'data'
   c.predict = mlc.ConfigDict(dict(tile=512, tile_overlap=128, tile_batch=4,
@@ -126,7 +148,12 @@ def runlocal(c: mlc.ConfigDict) -> None:
 
 
 def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()):
-  """Loads `path/to/config.py[:arg]` and applies `a.b=value` overrides."""
+  """Loads `path/to/config.py[:arg]` and applies `a.b=value` overrides.
+
+  Returns:
+    The validated config, locked: its fields can be set but none added, so a
+    misspelt field is an error rather than a silently ignored new one.
+  """
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise ConfigError(f"--config: no such file {path!r}")
@@ -142,6 +169,7 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()):
   for item in overrides:
     apply_override(config, item)
   validate(config)
+  config.lock()
   return config
 
 
@@ -180,8 +208,115 @@ def apply_override(config: mlc.ConfigDict, item: str) -> None:
                       f"{type(old).__name__}") from e
 
 
-def validate(config: mlc.ConfigDict) -> None:
-  """Checks the fields the models and objective depend on."""
+def stream_paired(stream: mlc.ConfigDict) -> bool:
+  """Whether a stream's items are (degraded, clean) pairs, by its kind."""
+  return stream.kind in ("paired_folders", "paired_flists") or (
+      stream.kind == "simulated" and bool(stream.paired))
+
+
+def stream_problem(stream: mlc.ConfigDict, name: str) -> str | None:
+  """What makes a data stream unusable as configured, or None.
+
+  Args:
+    stream: a stream ConfigDict (see `base_config`): its `kind`, the paths
+      that kind reads, and a simulated stream's `task` and `domain`.
+    name: the config field, for the message (e.g. "config.data.real").
+
+  Returns:
+    A one-line message naming the field, or None when the stream is usable.
+  """
+  kind = stream.kind
+  if kind not in STREAM_KINDS:
+    return f"{name}.kind={kind!r}: expected one of {STREAM_KINDS}"
+  need = _PATHS_NEEDED.get(kind, 0)
+  if need >= 1 and not stream.path:
+    return f"{name}.path is empty (kind {kind!r} needs it)"
+  if need == 2 and not stream.gt_path:
+    return f"{name}.gt_path is empty (kind {kind!r} needs it)"
+  if kind == "simulated":
+    task, domain = stream.get("task"), stream.get("domain")
+    if not task:
+      return (f"{name}.task is empty (kind 'simulated' needs it: one of "
+              f"{sorted(TASKS)})")
+    if task not in TASKS or domain not in DOMAINS:
+      known = [f"{t}/{d}" for t in TASKS for d in DOMAINS]
+      return (f"{name}: unknown degradation {task}/{domain}; known: "
+              f"{', '.join(known)}")
+  return None
+
+
+def _check_stream(stream: mlc.ConfigDict, name: str) -> None:
+  problem = stream_problem(stream, name)
+  if problem:
+    raise ConfigError(problem)
+
+
+def _check_eval_source(config: mlc.ConfigDict) -> None:
+  """config.eval read as a dataset: its kind, paths and noise level."""
+  e = config.eval
+  if e.kind not in EVAL_SOURCE_KINDS:
+    raise ConfigError(f"config.eval.kind={e.kind!r}: expected one of "
+                      f"{('none', *EVAL_SOURCE_KINDS, 'sidd_mat')}")
+  _check_stream(e, "config.eval")
+  if not stream_paired(e) and e.noise_sigma < 0:
+    raise ConfigError(f"config.eval: kind {e.kind} is clean-only; set "
+                      "noise_sigma >= 0 (8-bit units)")
+
+
+def _check_training(config: mlc.ConfigDict, num_devices: int) -> None:
+  """The rules a training run adds: batch split, patch size, streams."""
+  d, t, mode = config.data, config.train, config.objective.mode
+  if d.batch_size % num_devices:
+    raise ConfigError(f"config.data.batch_size={d.batch_size} is not "
+                      f"divisible by the {num_devices} devices of the data "
+                      "axis")
+  # The restorer's and the critic's total downsampling.
+  multiple = max(2 ** (config.restorer.depth - 1),
+                 2 ** (len(config.critic.channel_mults) - 1))
+  if d.patch_size % multiple:
+    raise ConfigError(f"config.data.patch_size={d.patch_size} must be a "
+                      f"multiple of {multiple} (restorer depth and critic "
+                      "levels)")
+  if mode == "dda_ex" and d.ref.kind == "none":
+    raise ConfigError("config.objective.mode='dda_ex' needs a clean "
+                      "reference stream: set config.data.ref.kind")
+  for name in ("total_steps", "log_every", "ckpt_every", "max_bad_steps"):
+    if t[name] <= 0:
+      raise ConfigError(f"config.train.{name}={t[name]} must be positive")
+  if config.eval.kind not in ("none", "sidd_mat"):
+    _check_eval_source(config)
+  _check_stream(d.syn, "config.data.syn")
+  if mode != "vanilla":
+    _check_stream(d.real, "config.data.real")
+  if mode == "dda_ex":
+    _check_stream(d.ref, "config.data.ref")
+  if d.syn.kind == "none" or (mode != "vanilla" and d.real.kind == "none"):
+    raise ConfigError("config.data.syn and config.data.real need a kind")
+
+
+def validate(config: mlc.ConfigDict, *, num_devices: int | None = None,
+             eval_source: bool = False) -> None:
+  """Checks a config's fields, each rule raising a ConfigError naming them.
+
+  Always: the fields the models, objective and restoration depend on. The
+  data streams are checked only where they will be read, so that commands
+  which read none (restore, convert, evaluate --input) take a task config
+  whose data paths are left to the training command line.
+
+  Args:
+    config: a config from `base_config` and a task's `get_config`.
+    num_devices: given for a run about to train on a data axis of this many
+      devices: then also the training rules (batch divisible by the devices,
+      patch a multiple of both networks' downsampling, positive train
+      intervals, the streams the objective mode reads, and config.eval as
+      the periodic evaluation reads it).
+    eval_source: also check config.eval as a dataset (kind other than
+      "none" or "sidd_mat"): its kind, paths, and noise_sigma >= 0 for a
+      clean-only kind.
+
+  Raises:
+    ConfigError: the first rule broken; the message names the field.
+  """
   from dada_jax import diffusion  # pylint: disable=g-import-not-at-top
   if config.data.value_range not in VALUE_RANGES:
     raise ConfigError(f"config.data.value_range={config.data.value_range!r}: "
@@ -212,3 +347,7 @@ def validate(config: mlc.ConfigDict) -> None:
     value = config[section][name]
     if value < least:
       raise ConfigError(f"config.{field}={value}: must be >= {least}")
+  if num_devices is not None:
+    _check_training(config, num_devices)
+  if eval_source:
+    _check_eval_source(config)

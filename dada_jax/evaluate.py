@@ -4,7 +4,7 @@
                    `predict.restore_array` (tiled when large)
   evaluate_sidd    SIDD blocks, fixed-size batches through one compiled call
   build_eval       the periodic evaluation trainers run on config.eval
-  add_parser/run   the `dada-jax evaluate` subcommand
+  run              the `dada-jax evaluate` command
 
 Scores are `metrics.evaluate_pair` per image, computed in host threads while
 the device restores the next one. SSIM is averaged over all images; PSNR over
@@ -17,7 +17,6 @@ Every process evaluates the whole set.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import concurrent.futures
 import itertools
@@ -31,6 +30,7 @@ import numpy as np
 
 from dada_jax import config_lib
 from dada_jax import data
+from dada_jax import errors
 from dada_jax import image_io
 from dada_jax import metrics
 from dada_jax import models
@@ -44,7 +44,7 @@ NOISE_SEED = 0  # Fixed, so AWGN eval inputs are the same in every run.
 _GRID_NAME = "samples"
 
 
-class EvalError(ValueError):
+class EvalError(errors.UserError):
   """Bad `evaluate` arguments; the one-line message names the flag."""
 
 
@@ -172,8 +172,8 @@ def _as_blocks(blocks) -> np.ndarray:
 
 def sidd_preset(config: mlc.ConfigDict) -> str:
   """SIDD_PRESET, or config.eval.preset when set away from its default."""
-  default = config_lib.base_config(config.task).eval.preset
-  return SIDD_PRESET if config.eval.preset == default else config.eval.preset
+  preset = config.eval.preset
+  return SIDD_PRESET if preset == config_lib.DEFAULT_EVAL_PRESET else preset
 
 
 def evaluate_sidd(config: mlc.ConfigDict, restorer_params, noisy_mat,
@@ -252,25 +252,18 @@ def evaluate_sidd(config: mlc.ConfigDict, restorer_params, noisy_mat,
 def source_from_config(config: mlc.ConfigDict):
   """The config.eval source, for its kinds other than none and sidd_mat.
 
-  Kinds paired_folders / paired_flists (path = degraded, gt_path = clean), or
-  clean-only folder / flist / tfds / synthetic, which need
+  Kinds paired_folders / paired_flists (path = degraded, gt_path = clean),
+  simulated (paired unless config.eval.paired is False), or clean-only
+  folder / flist / tfds / synthetic / builtin, which need
   config.eval.noise_sigma >= 0.
 
   Raises:
-    ConfigError: another kind, or clean-only without noise_sigma.
-    DataError: an empty path.
+    ConfigError: another kind, an empty path, or clean-only without
+      noise_sigma (see `config_lib.validate`).
+    DataError: no built-in photos to read (kinds builtin and simulated).
   """
-  e = config.eval
-  kinds = ("paired_folders", "paired_flists", "folder", "flist", "tfds",
-           "synthetic", "builtin", "simulated")
-  if e.kind not in kinds:
-    raise config_lib.ConfigError(f"config.eval.kind={e.kind!r}: expected "
-                                 f"one of {('none', *kinds, 'sidd_mat')}")
-  source = data.build_source(e, "config.eval")
-  if not getattr(source, "paired", False) and e.noise_sigma < 0:
-    raise config_lib.ConfigError(f"config.eval: kind {e.kind} is clean-only; "
-                                 "set noise_sigma >= 0 (8-bit units)")
-  return source
+  config_lib.validate(config, eval_source=True)
+  return data.build_source(config.eval, "config.eval")
 
 
 def build_eval(config: mlc.ConfigDict):
@@ -316,77 +309,81 @@ def build_eval(config: mlc.ConfigDict):
   return eval_fn
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-  """Adds the `evaluate` subcommand to an argparse subparsers object."""
-  p = subparsers.add_parser(
-      "evaluate", help="PSNR/SSIM of the restorer on a paired set or SIDD")
-  p.add_argument("--config", required=True, help="configs/TASK.py[:arg]")
-  p.add_argument("--checkpoint", required=True,
-                 help="directory from `convert`, or a .pth/.npz")
-  p.add_argument("--preset", choices=sorted(metrics.PRESETS), default=None,
-                 help="metrics convention (default: config.eval.preset; "
-                 f"{SIDD_PRESET} for SIDD)")
-  which = p.add_mutually_exclusive_group()
-  which.add_argument("--input", help="degraded images: folder, or .flist")
-  p.add_argument("--target", help="ground truth: folder, or .flist")
-  which.add_argument("--sidd-noisy", help="SIDD noisy blocks .mat")
-  p.add_argument("--sidd-gt", help="SIDD ground-truth blocks .mat")
-  p.add_argument("--output", help="folder for restored PNGs (Idenoised.mat "
-                 f"for SIDD) and {_GRID_NAME}.png")
-  p.add_argument("--overwrite", action="store_true",
-                 help="write into a non-empty --output, replacing files")
-  p.add_argument("--max-images", type=int, default=None,
-                 help="first N images (SIDD: rows of blocks); default all, "
-                 "or config.eval.max_images without --input/--sidd-noisy")
-  return p
+def run(config: mlc.ConfigDict, *, checkpoint: str, preset: str | None = None,
+        input: str | None = None, target: str | None = None,  # pylint: disable=redefined-builtin
+        sidd_noisy: str | None = None, sidd_gt: str | None = None,
+        output: str | None = None, max_images: int | None = None,
+        overwrite: bool = False) -> int:
+  """Evaluates the restorer; prints a Markdown table of the results.
 
+  Evaluates a paired set (`input` and `target`), SIDD blocks (`sidd_noisy`,
+  optionally `sidd_gt`), or, with neither, config.eval's set.
 
-def run(args: argparse.Namespace, config: mlc.ConfigDict) -> int:
-  """Runs `evaluate`; prints a Markdown table of the results; returns 0."""
+  Args:
+    config: model config (restorer, predict, data.value_range, eval).
+    checkpoint: a directory from `convert`, or a .pth/.npz.
+    preset: a `metrics.PRESETS` name (default: config.eval.preset; for SIDD
+      `sidd_preset(config)`).
+    input: degraded images: a folder, or a .flist.
+    target: their ground truth, in the same form as `input`.
+    sidd_noisy: SIDD noisy blocks .mat.
+    sidd_gt: SIDD ground-truth blocks .mat.
+    output: folder for restored PNGs (Idenoised.mat for SIDD) and the
+      sample grid.
+    max_images: first N images (SIDD: rows of blocks); None: all, or
+      config.eval.max_images for config.eval's set.
+    overwrite: write into a non-empty `output`, replacing files.
+
+  Returns:
+    0.
+
+  Raises:
+    EvalError: arguments that do not go together (messages name the flags).
+  """
   from dada_jax import weights  # pylint: disable=g-import-not-at-top
-  if (args.input is None) != (args.target is None):
+  if input and sidd_noisy:
+    raise EvalError("--input and --sidd-noisy cannot be given together")
+  if (input is None) != (target is None):
     raise EvalError("--input and --target must be given together")
-  if args.sidd_gt and not args.sidd_noisy:
+  if sidd_gt and not sidd_noisy:
     raise EvalError("--sidd-gt needs --sidd-noisy")
-  if args.max_images is not None and args.max_images < 0:
-    raise EvalError(f"--max-images {args.max_images}: must be >= 0")
+  if max_images is not None and max_images < 0:
+    raise EvalError(f"--max-images {max_images}: must be >= 0")
   e = config.eval
-  explicit = bool(args.input or args.sidd_noisy)
+  explicit = bool(input or sidd_noisy)
   if not explicit and e.kind == "none":
     raise EvalError("nothing to evaluate: pass --input/--target or "
                     "--sidd-noisy, or set config.eval.kind")
-  if args.output:
-    outputs.check_folder(args.output, "--output", empty=not args.overwrite,
+  if output:
+    outputs.check_folder(output, "--output", empty=not overwrite,
                          hint="choose a new one or pass --overwrite")
-  max_images = args.max_images
   if max_images is None:
     max_images = 0 if explicit else e.max_images
-  out = args.output
-  samples = os.path.join(out, f"{_GRID_NAME}.png") if out else None
-  noisy = args.sidd_noisy or (e.path if e.kind == "sidd_mat" and not explicit
-                              else None)
+  samples = os.path.join(output, f"{_GRID_NAME}.png") if output else None
+  noisy = sidd_noisy or (e.path if e.kind == "sidd_mat" and not explicit
+                         else None)
   source = None
-  if args.input:
-    flists = [p.endswith(".flist") for p in (args.input, args.target)]
+  if input:
+    flists = [p.endswith(".flist") for p in (input, target)]
     if any(flists) != all(flists):
-      raise EvalError(f"--input {args.input} / --target {args.target}: give "
-                      "two folders or two .flist files")
+      raise EvalError(f"--input {input} / --target {target}: give two "
+                      "folders or two .flist files")
     source = (data.PairedFlists if all(flists) else data.PairedFolders)(
-        args.input, args.target)
+        input, target)
   elif not noisy:
     source = source_from_config(config)
-  params = weights.load_params(args.checkpoint, config, ("restorer",))
+  params = weights.load_params(checkpoint, config, ("restorer",))
   if source is not None:
-    preset = args.preset or e.preset
+    preset = preset or e.preset
     res = evaluate_paired(config, params["restorer"], source, preset=preset,
                           max_images=max_images, samples_path=samples,
-                          output_dir=out)
-    name, count = args.input or e.path, str(res["num_images"])
+                          output_dir=output)
+    name, count = input or e.path, str(res["num_images"])
   else:
-    gt = args.sidd_gt if args.sidd_noisy else (e.gt_path or None)
-    preset = args.preset or sidd_preset(config)
+    gt = sidd_gt if sidd_noisy else (e.gt_path or None)
+    preset = preset or sidd_preset(config)
     res = evaluate_sidd(config, params["restorer"], noisy, gt, preset=preset,
-                        output_dir=out, max_images=max_images,
+                        output_dir=output, max_images=max_images,
                         samples_path=samples)
     name, count = os.path.basename(noisy), f"{res['num_blocks']} blocks"
   psnr = f"{res['psnr']:.2f}" if "psnr" in res else "-"

@@ -19,6 +19,9 @@ MODEL_FIELDS = ("restorer", "critic", "objective.mode", "optim.weight_decay",
 # continue where the checkpoint left them (the Grain iterator position counts
 # batches of this size and patch size; every stream is derived from the seed).
 RESUME_FIELDS = ("data.batch_size", "data.patch_size", "seed")
+# Keys older checkpoints' configs hold under a compared field that no longer
+# belong there; they do not change the saved state, so they are not compared.
+LEGACY_KEYS = frozenset({"critic.remat"})  # now train.remat
 
 
 class TrainingStopped(RuntimeError):
@@ -105,12 +108,13 @@ def _flatten(prefix: str, value):
 
 def config_mismatches(saved: dict, current: dict,
                       fields=MODEL_FIELDS) -> list[str]:
-  """'field: checkpoint X, config Y' for every model field that differs."""
+  """'field: checkpoint X, config Y' for every model field that differs
+  (LEGACY_KEYS aside)."""
   out = []
   for field in fields:
     a = _flatten(field, _get(saved, field))
     b = _flatten(field, _get(current, field))
-    for key in sorted(set(a) | set(b)):
+    for key in sorted((set(a) | set(b)) - LEGACY_KEYS):
       if a.get(key) != b.get(key):
         out.append(f"{key}: checkpoint {a.get(key)!r}, config {b.get(key)!r}")
   return out

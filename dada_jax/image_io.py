@@ -14,13 +14,14 @@ import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
+from dada_jax import errors
 from dada_jax import outputs
 from dada_jax.config_lib import VALUE_RANGES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(errors.UserError):
   """An image that cannot be read; the message starts with its path."""
 
 
@@ -139,11 +140,6 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray) -> None:
   """Writes an 8-bit RGB PNG atomically: a crash never leaves a partial file."""
   with outputs.atomic_write(path) as f:
     Image.fromarray(np.asarray(pixels, np.uint8), "RGB").save(f, "PNG")
-
-
-def list_images(folder: str | os.PathLike) -> list[str]:
-  """Image files directly in `folder` (by extension, case-insensitive), sorted."""
-  return scan_images(folder)[0]
 
 
 def scan_images(folder: str | os.PathLike) -> tuple[list[str], list[str]]:

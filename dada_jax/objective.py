@@ -98,7 +98,7 @@ def make_diffusion_loss(config: mlc.ConfigDict, mode: str | None = None):
   train) -> (diff, mse_pos, triplet), scalars; `syn_res` / `real_res` are
   G(syn_lq) / G(real_lq), [B, H, W, 3]. Split out of the objective so that
   gradients can be followed through each domain's residual separately
-  (`dada_jax.alignment`).
+  (`dada_jax.sim2real.alignment`).
   """
   mode = mode or config.objective.mode
   critic = models.make_critic(config)
@@ -106,7 +106,7 @@ def make_diffusion_loss(config: mlc.ConfigDict, mode: str | None = None):
   margin = config.objective.triplet_margin
   shuffle = config.objective.get("channel_shuffle", True)
   negatives = mode == "dda" and config.objective.get("negatives", True)
-  remat = config.critic.get("remat", False)
+  remat = config.train.get("remat", False)
 
   def critic_apply(critic_params, x, gammas, train, dropout_rng):
     fn = lambda p, x, g, r: critic.apply({"params": p}, x, g, train=train,

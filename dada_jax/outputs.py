@@ -12,9 +12,15 @@ import contextlib
 import os
 import tempfile
 
+from dada_jax import errors
 
-class OutputError(ValueError):
+
+class OutputError(errors.UserError):
   """An output path that cannot or must not be written; names the flag."""
+
+
+class OutputExists(OutputError, FileExistsError):
+  """An output that exists and is not to be replaced."""
 
 
 def file_mode() -> int:

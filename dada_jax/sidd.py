@@ -28,6 +28,7 @@ import numpy as np
 import scipy.io
 from scipy.io import matlab
 
+from dada_jax import errors
 from dada_jax import metrics
 from dada_jax import outputs
 
@@ -36,7 +37,7 @@ KNOWN_KEYS = ("ValidationNoisyBlocksSrgb", "ValidationGtBlocksSrgb",
 DENOISED_KEY = "Idenoised"
 
 
-class SiddError(ValueError):
+class SiddError(errors.UserError):
   """A SIDD .mat file is missing, unreadable or not what was expected."""
 
 

@@ -1,12 +1,19 @@
-"""The training loop: `train_and_evaluate(config, workdir)`.
+"""The one training loop, and `train_and_evaluate(config, workdir)` built on it.
 
-Mesh from config, Grain input, state initialised (or resumed) directly into its
-shardings, one jit-compiled donated train step, metrics fetched to the host
-only on log steps, periodic EMA evaluation and async Orbax checkpoints.
+  init_state(config, mesh, rng, params=None)  a fresh state in its shardings
+  run_steps(config, mesh, state, ...)         the donated, jitted step in a
+                                              loop, with an `on_step` hook
+  train_and_evaluate(config, workdir)         resume or init, then run_steps
+                                              with logging, EMA evaluation,
+                                              Orbax checkpoints and signals
 
-Resume order: the workdir's latest checkpoint (state, EMA, data iterator,
-step), else `config.train.init_from` (a converted or official PyTorch
-checkpoint, or another run's workdir), else a fresh init from `config.seed`.
+Experiments (`dada_jax.sim2real`) build their runs from the first two, so
+every run trains through the same code.
+
+Resume order: the workdir's newest checkpoint that restores (state, EMA,
+data iterator, step), else `config.train.init_from` (a converted or official
+PyTorch checkpoint, or another run's workdir), else a fresh init from
+`config.seed`.
 """
 
 from __future__ import annotations
@@ -21,57 +28,13 @@ import ml_collections as mlc
 
 from dada_jax import checkpoint as ckpt_lib
 from dada_jax import config_lib
-from dada_jax import data
 from dada_jax import faults
 from dada_jax import metric_writer
 from dada_jax import models
 from dada_jax import sharding
 from dada_jax import train_step as step_lib
 from dada_jax import weights
-
-
-def check_config(config: mlc.ConfigDict, num_devices: int) -> None:
-  """Training-specific checks, each naming the field."""
-  config_lib.validate(config)
-  d, t = config.data, config.train
-  data_size = num_devices
-  if d.batch_size % data_size:
-    raise config_lib.ConfigError(
-        f"config.data.batch_size={d.batch_size} is not divisible by the "
-        f"{data_size} devices of the data axis")
-  multiple = max(models.pad_multiple(config),
-                 2 ** (len(config.critic.channel_mults) - 1))
-  if d.patch_size % multiple:
-    raise config_lib.ConfigError(
-        f"config.data.patch_size={d.patch_size} must be a multiple of "
-        f"{multiple} (restorer depth and critic levels)")
-  if config.objective.mode == "dda_ex" and d.ref.kind == "none":
-    raise config_lib.ConfigError("config.objective.mode='dda_ex' needs a clean "
-                                 "reference stream: set config.data.ref.kind")
-  for name in ("total_steps", "log_every", "ckpt_every", "max_bad_steps"):
-    if t[name] <= 0:
-      raise config_lib.ConfigError(f"config.train.{name}={t[name]} must be "
-                                   "positive")
-
-
-def make_train_data(config: mlc.ConfigDict):
-  """The infinite training iterator of this host, and the synthetic set size."""
-  d = config.data
-  syn = data.build_source(d.syn, "config.data.syn")
-  real = None
-  if config.objective.mode != "vanilla":
-    real = data.build_source(d.real, "config.data.real")
-  ref = None
-  if config.objective.mode == "dda_ex":
-    ref = data.build_source(d.ref, "config.data.ref")
-  if syn is None or (config.objective.mode != "vanilla" and real is None):
-    raise data.DataError("config.data.syn and config.data.real need a kind")
-  ds = data.make_train_dataset(
-      syn, real, ref, patch_size=d.patch_size, global_batch_size=d.batch_size,
-      seed=config.seed, value_range=d.value_range, augment=d.augment,
-      sigma_range=tuple(d.sigma_range), num_workers=d.num_workers,
-      check_files=d.check_files)
-  return iter(ds), len(syn)
+from dada_jax.data import train_data
 
 
 def resolve_epochs(config: mlc.ConfigDict, num_syn: int) -> None:
@@ -87,10 +50,60 @@ def resolve_epochs(config: mlc.ConfigDict, num_syn: int) -> None:
     o.ramp_steps = 300 * max(o.steps_per_epoch, 1)
 
 
-def _initial_state(config, workdir, mesh, state_sharding, state_shape,
-                   checkpointer, data_iter, init_rng):
+def init_state(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, rng,
+               params=None):
+  """(state, state shardings): a fresh train state placed by the sharding rules.
+
+  Args:
+    config: the run's config (models, optimizer, `sharding`).
+    mesh: from `sharding.make_mesh`.
+    rng: key for the random init of roles missing from `params`.
+    params: optional {role: tree} replacing the random init (host arrays).
+  """
+  init = functools.partial(step_lib.init_state, config)
+  shape = jax.eval_shape(init, rng, params)
+  shardings = sharding.state_shardings(shape, mesh, config.sharding)
+  with jax.set_mesh(mesh):
+    state = jax.jit(init, out_shardings=shardings)(rng, params)
+  return state, shardings
+
+
+def run_steps(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, state,
+              state_sharding, data_iter, rng, *, stop: int, on_step=None):
+  """Trains `state` from its current step up to step `stop`; returns it.
+
+  Args:
+    config: the run's config (objective, optimizer).
+    mesh, state_sharding: where the state lives (see `init_state`).
+    data_iter: this host's batches (`train_data.make_train_data`).
+    rng: the run's step key; each step folds in its step number.
+    stop: the step count to reach.
+    on_step: `on_step(step, state, metrics)` after each step (`step` counts
+      the steps done). Metrics stay on the device: fetch them only when
+      needed. Raising from it ends the loop.
+  """
+  step_fn = sharding.jit_train_step(step_lib.make_train_step(config), mesh,
+                                    state_sharding)
+  batch_sharding = sharding.batch_sharding(mesh)
+  step = int(jax.device_get(state["step"]))
+  with jax.set_mesh(mesh):
+    while step < stop:
+      batch = sharding.put_batch(next(data_iter), batch_sharding)
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        state, metrics = step_fn(state, batch, rng)
+      step += 1
+      if on_step is not None:
+        on_step(step, state, metrics)
+  return state
+
+
+def _initial_state(config, workdir, mesh, checkpointer, data_iter, init_rng):
+  """(state, shardings): resumed, initialised from init_from, or fresh."""
   current = json.loads(config.to_json())
-  target = ckpt_lib.abstract_with_shardings(state_shape, state_sharding)
+  shape = jax.eval_shape(functools.partial(step_lib.init_state, config),
+                         init_rng)
+  shardings = sharding.state_shardings(shape, mesh, config.sharding)
+  target = ckpt_lib.abstract_with_shardings(shape, shardings)
 
   def restore(step):
     saved = checkpointer.restore_meta(step).get("config", {})
@@ -104,17 +117,13 @@ def _initial_state(config, workdir, mesh, state_sharding, state_shape,
   step, state = checkpointer.restore_newest(restore, move_aside=True)
   if step is not None:
     logging.info("resuming from %s step %d", workdir, step)
-    return state
-  init = functools.partial(step_lib.init_state, config)
+    return state, shardings
+  params = None
   if config.train.init_from:
     params = weights.load_params(config.train.init_from, config,
                                  step_lib.roles(config))
     logging.info("initialising params from %s", config.train.init_from)
-    with jax.set_mesh(mesh):
-      return jax.jit(lambda p: init(init_rng, p),
-                     out_shardings=state_sharding)(params)
-  with jax.set_mesh(mesh):
-    return jax.jit(init, out_shardings=state_sharding)(init_rng)
+  return init_state(config, mesh, init_rng, params)
 
 
 def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
@@ -122,30 +131,25 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
   from dada_jax import evaluate  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   mesh = sharding.make_mesh(config)
-  check_config(config, mesh.shape["data"])
+  config_lib.validate(config, num_devices=mesh.shape["data"])
   t = config.train
 
   eval_fn = evaluate.build_eval(config)  # validates eval data up front
-  data_iter, num_syn = make_train_data(config)
+  data_iter, num_syn = train_data.make_train_data(config)
   resolve_epochs(config, num_syn)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state_shape = jax.eval_shape(
       functools.partial(step_lib.init_state, config), init_rng)
-  state_sharding = sharding.state_shardings(state_shape, mesh, config.sharding)
-  batch_sharding = sharding.batch_sharding(mesh)
-
   state_bytes = sum(x.size * x.dtype.itemsize
                     for x in jax.tree.leaves(state_shape))
   faults.check_workdir(workdir, (t.keep_ckpts + 1) * state_bytes)
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=t.keep_ckpts,
                                        async_save=t.async_ckpt)
-  state = _initial_state(config, workdir, mesh, state_sharding, state_shape,
-                         checkpointer, data_iter, init_rng)
+  state, state_sharding = _initial_state(config, workdir, mesh, checkpointer,
+                                         data_iter, init_rng)
   step = int(jax.device_get(state["step"]))
   logging.info("step %d, params: %s", step, ", ".join(
       f"{r} {models.count_params(p):,}" for r, p in state["params"].items()))
-  train_step = sharding.jit_train_step(step_lib.make_train_step(config),
-                                       mesh, state_sharding)
 
   writer = metric_writer.MetricWriter(workdir, tensorboard=t.tensorboard,
                                       resume_step=step)
@@ -154,7 +158,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
       t.total_steps, start_step=step, global_batch_size=config.data.batch_size,
       bar=t.progress_bar, enabled=jax.process_index() == 0)
 
-  def save(step):
+  def save(step, state):
     if int(jax.device_get(state["bad_steps"])):
       logging.warning("step %d: not checkpointing inside a streak of "
                       "skipped steps", step)
@@ -168,35 +172,35 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
           f"{checkpointer.all_steps()}") from e
 
   last = {}
+
+  def on_step(step, state, metrics):
+    nonlocal last
+    final = step == t.total_steps
+    if step % t.log_every == 0 or final:
+      last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      last.update(progress.update(step, last))
+      writer.write_scalars(step, last)
+      _check_streak(state, step, t.max_bad_steps, checkpointer, workdir)
+    if t.eval_every and eval_fn and (step % t.eval_every == 0 or final):
+      ema_restorer = jax.device_get(state["ema"]["restorer"])
+      results = eval_fn(ema_restorer, step=step, workdir=workdir)
+      writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
+    if step % t.ckpt_every == 0 or final:
+      save(step, state)
+    if signals.received is not None:
+      if step % t.ckpt_every and not final:
+        save(step, state)
+      checkpointer.wait()
+      name = signal.Signals(signals.received).name
+      raise faults.TrainingStopped(
+          f"stopped by {name} at step {step}; checkpoint saved in "
+          f"{ckpt_lib.checkpoint_dir(workdir)}; rerun the same command "
+          "to continue", exit_code=128 + signals.received)
+
   try:
-    with faults.SignalCatcher() as signals, jax.set_mesh(mesh):
-      while step < t.total_steps:
-        batch = sharding.put_batch(next(data_iter), batch_sharding)
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-          state, metrics = train_step(state, batch, step_rng)
-        step += 1
-        if step % t.log_every == 0 or step == t.total_steps:
-          last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-          last.update(progress.update(step, last))
-          writer.write_scalars(step, last)
-          _check_streak(state, step, t.max_bad_steps, checkpointer, workdir)
-        if t.eval_every and eval_fn and (step % t.eval_every == 0
-                                         or step == t.total_steps):
-          ema_restorer = jax.device_get(state["ema"]["restorer"])
-          results = eval_fn(ema_restorer, step=step, workdir=workdir)
-          writer.write_scalars(step, {f"eval/{k}": v for k, v in
-                                      results.items()})
-        if step % t.ckpt_every == 0 or step == t.total_steps:
-          save(step)
-        if signals.received is not None:
-          if step % t.ckpt_every and step != t.total_steps:
-            save(step)
-          checkpointer.wait()
-          name = signal.Signals(signals.received).name
-          raise faults.TrainingStopped(
-              f"stopped by {name} at step {step}; checkpoint saved in "
-              f"{ckpt_lib.checkpoint_dir(workdir)}; rerun the same command "
-              "to continue", exit_code=128 + signals.received)
+    with faults.SignalCatcher() as signals:
+      run_steps(config, mesh, state, state_sharding, data_iter, step_rng,
+                stop=t.total_steps, on_step=on_step)
   finally:
     checkpointer.close()
     progress.close()

@@ -21,8 +21,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dada_jax import checkpoint
-from dada_jax import convert_torch
-from dada_jax import pth
+from dada_jax import outputs
+from dada_jax.torch_io import convert
+from dada_jax.torch_io import pth
 
 PARAMS_DIR = "params"
 
@@ -38,7 +39,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     return pth.read_state_dict(path)
 
   def refuse(reason):
-    return convert_torch.CheckpointMismatch(
+    return convert.CheckpointMismatch(
         f"{path}: not a readable .npz state dict ({pth.one_line(reason)})")
 
   try:
@@ -79,7 +80,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
         arr = np.frombuffer(raw, dtype, count)
         arr = arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
         out[name[:-len(".npy")]] = arr.copy(order="K")
-  except convert_torch.CheckpointMismatch:
+  except convert.CheckpointMismatch:
     raise
   except pth.CORRUPT_FILE_ERRORS as e:
     raise refuse(repr(e)) from e
@@ -92,7 +93,8 @@ def save_params(directory: str, params, config: mlc.ConfigDict,
   directory = os.path.abspath(directory)
   target = os.path.join(directory, PARAMS_DIR)
   if os.path.exists(target):
-    raise FileExistsError(f"{target} already exists; choose a new --output")
+    raise outputs.OutputExists(f"{target} already exists; choose a new "
+                              "--output")
   os.makedirs(directory, exist_ok=True)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(target, jax.tree.map(np.asarray, params))
@@ -116,14 +118,14 @@ def _flat_shapes(tree, prefix=""):
 def _load_orbax(directory: str, config, roles):
   target = os.path.join(os.path.abspath(directory), PARAMS_DIR)
   if not os.path.isdir(target):
-    raise convert_torch.CheckpointMismatch(
+    raise convert.CheckpointMismatch(
         f"{directory}: no {PARAMS_DIR}/ inside; expected a directory written "
         "by `dada-jax convert`, a .pth or a .npz")
   with ocp.StandardCheckpointer() as ckptr:
     try:
       meta = ckptr.metadata(target)
     except Exception as e:  # Orbax raises several types for a broken dir.
-      raise convert_torch.CheckpointMismatch(
+      raise convert.CheckpointMismatch(
           f"{target}: unreadable Orbax checkpoint ({e})") from e
     meta_tree = getattr(meta, "item_metadata", meta)
     _check_tree(directory, dict(meta_tree), config, roles)
@@ -132,14 +134,14 @@ def _load_orbax(directory: str, config, roles):
 
 
 def _check_tree(source, params, config, roles):
-  want = _flat_shapes(convert_torch.params_shape(config, roles))
+  want = _flat_shapes(convert.params_shape(config, roles))
   have = _flat_shapes({r: params[r] for r in roles if r in params})
   problems = [f"missing {k} {s}" for k, s in want.items() if k not in have]
   problems += [f"shape of {k}: checkpoint {have[k]}, model expects {s}"
                for k, s in want.items() if k in have and have[k] != s]
   problems += [f"unexpected {k}" for k in have if k not in want]
   if problems:
-    raise convert_torch.CheckpointMismatch(
+    raise convert.CheckpointMismatch(
         f"{source} does not fit the config ({len(problems)} problems): "
         + "; ".join(problems))
 
@@ -155,7 +157,7 @@ def _load_workdir(workdir: str, config, roles):
   try:
     step, params = ckpt.restore_newest(restore)
     if step is None:
-      raise convert_torch.CheckpointMismatch(
+      raise convert.CheckpointMismatch(
           f"{workdir}: holds no complete checkpoint yet")
   finally:
     ckpt.close()
@@ -179,8 +181,8 @@ def load_params(path: str, config: mlc.ConfigDict, roles=("restorer",)):
   if os.path.isdir(path):
     return _load_orbax(path, config, tuple(roles))
   if not os.path.isfile(path):
-    raise convert_torch.CheckpointMismatch(f"{path}: no such file or "
+    raise convert.CheckpointMismatch(f"{path}: no such file or "
                                            "directory")
   state = read_state_dict(path)
-  return convert_torch.params_from_state_dict(state, config, source=path,
+  return convert.params_from_state_dict(state, config, source=path,
                                               roles=tuple(roles))

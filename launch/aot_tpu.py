@@ -5,7 +5,7 @@ CPU against a described topology, so it works on any machine. Prints per-device
 memory from XLA's memory analysis for each sharding rule:
 
   python launch/aot_tpu.py --config configs/denoise.py --topology v5e:4x4 \\
-      --batch 192 --config.critic.remat=True
+      --batch 192 --config.train.remat=True
 
 `--topology` is a libtpu topology name, e.g. v5e:2x2, v5e:4x4, v4:2x2x2,
 v5p:2x2x2, v6e:4x4. `--config.a.b=value` overrides a config field.
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
   print(f"{args.config}: {args.topology}, {len(devices)} x "
         f"{devices[0].device_kind}, global batch {batch} of "
         f"{config.data.patch_size}x{config.data.patch_size}, "
-        f"dtype {config.dtype}, critic remat {config.critic.remat}\n")
+        f"dtype {config.dtype}, critic remat {config.train.remat}\n")
   print("| topology | devices | global batch | sharding | argument MiB | "
         "output MiB | alias MiB | temp MiB | peak MiB | compile s |")
   print("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -20,7 +20,8 @@ sys.path.insert(0, str(REPO / "tests"))
 jax.config.update("jax_default_matmul_precision", "highest")
 
 from conftest import nhwc, small_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from dada_jax import convert_torch, diffusion, objective, predict  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dada_jax import diffusion, objective, predict  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dada_jax.torch_io import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
 from dada_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from dada_jax.models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -38,7 +39,7 @@ def main():
     ref = {k: d[k] for k in d.files}
   state = {k[6:]: v for k, v in ref.items() if k.startswith("state/")}
   c = small_config()
-  params = convert_torch.params_from_state_dict(state, c, source=args.fixture)
+  params = convert.params_from_state_dict(state, c, source=args.fixture)
   rows = []
   res = jax.jit(models.make_restorer(c).apply)({"params": params["restorer"]},
                                                nhwc(ref["in_syn"]))
@@ -77,7 +78,7 @@ def main():
   grads = jax.jit(jax.grad(lambda pr: fn(pr, batch, jax.random.key(0), alpha,
                                          draws=draws["dda"], train=False)[0]))(
                                              params)
-  ours = convert_torch.state_dict_from_params(grads)
+  ours = convert.state_dict_from_params(grads)
   scale = max(np.abs(ref["grad/" + k]).max() for k in ours)
   errs = [rel(v, ref["grad/" + k]) for k, v in ours.items()
           if np.abs(ref["grad/" + k]).max() >= 1e-6 * scale]

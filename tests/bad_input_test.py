@@ -16,13 +16,13 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from conftest import REPO
+from conftest import RUNLOCAL as RUNLOCAL_SPEC
 from conftest import SMALL_ARGS
 from dada_jax import cli
 import hostile_pth
 
 torch = pytest.importorskip("torch")
-RUNLOCAL = ["--config", str(REPO / "configs/denoise.py") + ":runlocal"]
+RUNLOCAL = ["--config", RUNLOCAL_SPEC]
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,15 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import RUNLOCAL
+from conftest import cached_config
+from conftest import restored_params
 from dada_jax import checkpoint
 from dada_jax import cli
-from dada_jax import config_lib
 from dada_jax import metric_writer
 from dada_jax import train
 from dada_jax import weights
 
-SPEC = str(REPO / "configs/denoise.py") + ":runlocal"
 # One device: Orbax saves of arrays split over 8 simulated devices are slow.
 FLAGS = ("--config.mesh=(('data', 1),)", "--config.data.patch_size=16",
          "--config.train.log_every=1", "--config.train.ckpt_every=2",
@@ -33,11 +33,11 @@ TOTAL = 6
 
 def _config(*extra):
   flags = [*FLAGS, f"--config.train.total_steps={TOTAL}", *extra]
-  return config_lib.load_config(SPEC, [f[len("--config."):] for f in flags])
+  return cached_config(overrides=[f[len("--config."):] for f in flags])
 
 
 def _train_cli(workdir, *extra):
-  return cli.main(["train", "--config", SPEC, "--workdir", str(workdir),
+  return cli.main(["train", "--config", RUNLOCAL, "--workdir", str(workdir),
                    *FLAGS, f"--config.train.total_steps={TOTAL}", *extra])
 
 
@@ -73,11 +73,8 @@ def _steps(workdir):
 
 
 def _state(workdir, step):
-  ckpt = checkpoint.Checkpointer(str(workdir), read_only=True)
-  try:
-    return ckpt.restore_params(step, use_ema=False), ckpt.restore_params(step)
-  finally:
-    ckpt.close()
+  return (restored_params(workdir, step),
+          restored_params(workdir, step, use_ema=True))
 
 
 def _truncate_state(step_dir):

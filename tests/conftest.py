@@ -6,6 +6,8 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import copy  # pylint: disable=g-import-not-at-top
+import functools  # pylint: disable=g-import-not-at-top
 import pathlib  # pylint: disable=g-import-not-at-top
 import tempfile  # pylint: disable=g-import-not-at-top
 
@@ -36,6 +38,99 @@ SMALL_ARGS = [
     "--config.critic.attn_res=(2,)", "--config.critic.num_head_channels=16",
     "--config.predict.tile=64", "--config.predict.tile_overlap=16",
     "--config.predict.max_untiled_pixels=4096"]
+# configs/denoise.py at test size: tiny networks, synthetic data, 6 steps.
+RUNLOCAL = str(REPO / "configs/denoise.py") + ":runlocal"
+# configs/demo.py (the sim2real benchmark's simulated data), and at test size.
+DEMO = str(REPO / "configs/demo.py")
+DEMO_RUNLOCAL = DEMO + ":runlocal"
+
+
+@functools.cache
+def _loaded(spec, overrides):
+  from dada_jax import config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.load_config(spec, list(overrides))
+
+
+def cached_config(spec=RUNLOCAL, overrides=()):
+  """`config_lib.load_config(spec, overrides)`, run once per session; every
+  call returns its own copy (locked, as loaded) to change."""
+  return copy.deepcopy(_loaded(spec, tuple(overrides)))
+
+
+def tiny_config(mode="dda", **data_fields):
+  """The train-step tests' config: RUNLOCAL with objective `mode`, α ramping
+  over 4 steps, batches of 8 patches of 8x8, then `data_fields`."""
+  c = cached_config()
+  c.objective.mode = mode
+  c.objective.ramp_steps = 4
+  c.data.batch_size = 8
+  c.data.patch_size = 8
+  c.data.update(data_fields)
+  return c
+
+
+def train_config(total_steps, *, spec=RUNLOCAL, one_device=False,
+                 **train_fields):
+  """`spec` (cached) for end-to-end training runs: 16x16 patches,
+  `total_steps` steps logged every step, no evaluation, synchronous
+  checkpoints, no TensorBoard, then `train_fields`. `one_device`: a mesh of
+  one device (Orbax saves of arrays split over 8 simulated devices cost
+  seconds each)."""
+  c = cached_config(spec)
+  if one_device:
+    c.mesh = (("data", 1),)
+  c.data.patch_size = 16
+  c.train.update(total_steps=total_steps, log_every=1, eval_every=0,
+                 async_ckpt=False, tensorboard=False)
+  c.train.update(train_fields)
+  return c
+
+
+def restored_params(workdir, step, use_ema=False):
+  """{role: params} of `workdir`'s checkpoint `step` (its EMA with
+  `use_ema`), opened read-only."""
+  from dada_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  ckpt = checkpoint.Checkpointer(str(workdir), read_only=True)
+  try:
+    return ckpt.restore_params(step, use_ema=use_ema)
+  finally:
+    ckpt.close()
+
+
+def random_batch(config, seed=0):
+  """A training batch of config's shape: noisy synthetic pairs (σ 0.1) and
+  uniform real and reference images, all float32 in [0, 1] (lq unclipped)."""
+  rng = np.random.default_rng(seed)
+  shape = (config.data.batch_size, config.data.patch_size,
+           config.data.patch_size, 3)
+  gt = rng.uniform(0, 1, shape).astype(np.float32)
+  return {"syn_gt": gt,
+          "syn_lq": gt + rng.normal(0, 0.1, shape).astype(np.float32),
+          "real_lq": rng.uniform(0, 1, shape).astype(np.float32),
+          "ref_clean": rng.uniform(0, 1, shape).astype(np.float32)}
+
+
+def compiled_step(config, mesh, state=None):
+  """(state, step, state shardings, batch sharding) on `mesh`: the initial
+  state from config.seed (or `state`, host arrays, put on the mesh), and the
+  jitted train step with the trainer's shardings, the state donated."""
+  from dada_jax import sharding  # pylint: disable=g-import-not-at-top
+  from dada_jax import train_step as step_lib  # pylint: disable=g-import-not-at-top
+  init = functools.partial(step_lib.init_state, config)
+  init_rng = jax.random.key(config.seed)
+  shapes = jax.eval_shape(init, init_rng) if state is None else state
+  state_sh = sharding.state_shardings(shapes, mesh, config.sharding)
+  batch_sh = sharding.batch_sharding(mesh)
+  repl = sharding.replicated(mesh)
+  if state is None:
+    with jax.set_mesh(mesh):
+      state = jax.jit(init, out_shardings=state_sh)(init_rng)
+  else:
+    state = jax.device_put(state, state_sh)
+  step = jax.jit(step_lib.make_train_step(config),
+                 in_shardings=(state_sh, batch_sh, repl),
+                 out_shardings=(state_sh, repl), donate_argnums=0)
+  return state, step, state_sh, batch_sh
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +171,8 @@ def small():
 
 @pytest.fixture(scope="session")
 def small_params(ref_state, small):
-  from dada_jax import convert_torch  # pylint: disable=g-import-not-at-top
-  return convert_torch.params_from_state_dict(ref_state, small,
-                                              source="fixture")
+  from dada_jax.torch_io import convert  # pylint: disable=g-import-not-at-top
+  return convert.params_from_state_dict(ref_state, small, source="fixture")
 
 
 def nhwc(x):

@@ -1,6 +1,5 @@
 """Evaluation: paired sets, SIDD blocks, the trainer hook and the CLI."""
 
-import argparse
 import math
 
 import jax
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from dada_jax import convert_torch
+from dada_jax.torch_io import convert
 from dada_jax import data
 from dada_jax import evaluate
 from dada_jax import image_io
@@ -224,21 +223,14 @@ def test_build_eval(small, small_params, pairs, sidd_files, tmp_path):
     evaluate.build_eval(config)
 
 
-def _parse(argv):
-  parser = argparse.ArgumentParser()
-  evaluate.add_parser(parser.add_subparsers(dest="command"))
-  return parser.parse_args(["evaluate", "--config", "unused.py"] + argv)
-
-
 def test_cli_run(small, small_params, pairs, sidd_files, tmp_path, capsys):
   _, lq_dir, gt_dir = pairs
   ckpt = tmp_path / "restorer.npz"
-  np.savez(ckpt, **convert_torch.state_dict_from_params(
+  np.savez(ckpt, **convert.state_dict_from_params(
       {"restorer": small_params["restorer"]}))
-  common = ["--checkpoint", str(ckpt)]
-  assert evaluate.run(_parse(common + [
-      "--input", str(lq_dir), "--target", str(gt_dir), "--preset", "y",
-      "--output", str(tmp_path / "o"), "--max-images", "2"]), small) == 0
+  assert evaluate.run(
+      small, checkpoint=str(ckpt), input=str(lq_dir), target=str(gt_dir),
+      preset="y", output=str(tmp_path / "o"), max_images=2) == 0
   want = evaluate.evaluate_paired(small, small_params["restorer"],
                                   data.PairedFolders(lq_dir, gt_dir),
                                   preset="y", max_images=2)
@@ -249,16 +241,16 @@ def test_cli_run(small, small_params, pairs, sidd_files, tmp_path, capsys):
   assert (tmp_path / "o" / "samples.png").is_file()
   assert (tmp_path / "o" / "b.png").is_file()
 
-  assert evaluate.run(_parse(common + [
-      "--sidd-noisy", str(sidd_files[2]), "--output", str(tmp_path / "s")]),
-                      small) == 0
+  assert evaluate.run(small, checkpoint=str(ckpt),
+                      sidd_noisy=str(sidd_files[2]),
+                      output=str(tmp_path / "s")) == 0
   assert "| noisy.mat | sidd_matlab | 6 blocks | - | - |" in (
       capsys.readouterr().out)
   assert (tmp_path / "s" / "Idenoised.mat").is_file()
 
-  for argv, match in [(["--input", str(lq_dir)], "--input and --target"),
-                      (["--input", "a.flist", "--target", str(gt_dir)],
-                       "two folders or two .flist"),
-                      ([], "nothing to evaluate")]:
+  for kwargs, match in [({"input": str(lq_dir)}, "--input and --target"),
+                        ({"input": "a.flist", "target": str(gt_dir)},
+                         "two folders or two .flist"),
+                        ({}, "nothing to evaluate")]:
     with pytest.raises(evaluate.EvalError, match=match):
-      evaluate.run(_parse(common + argv), small)
+      evaluate.run(small, checkpoint=str(ckpt), **kwargs)

@@ -15,13 +15,15 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from conftest import RUNLOCAL
+from conftest import restored_params
+from conftest import train_config
 from dada_jax import checkpoint
 from dada_jax import config_lib
 from dada_jax import faults
 from dada_jax import metric_writer
 from dada_jax import train
 
-SPEC = str(REPO / "configs/denoise.py") + ":runlocal"
 FLAGS = ["--config.data.patch_size=16", "--config.train.log_every=1",
          "--config.train.eval_every=0", "--config.train.tensorboard=False"]
 COMPARED = ("loss/total", "loss/pixel", "loss/diffusion", "grad_norm/restorer")
@@ -44,7 +46,7 @@ def env(tmp_path_factory):
 
 
 def _cmd(workdir, total, *extra):
-  return [sys.executable, "-m", "dada_jax.cli", "train", "--config", SPEC,
+  return [sys.executable, "-m", "dada_jax.cli", "train", "--config", RUNLOCAL,
           "--workdir", str(workdir), f"--config.train.total_steps={total}",
           *FLAGS, *extra]
 
@@ -64,11 +66,7 @@ def _steps(workdir):
 
 
 def _final(workdir, step):
-  ckpt = checkpoint.Checkpointer(str(workdir), async_save=False)
-  try:
-    params = ckpt.restore_params(step, use_ema=False)
-  finally:
-    ckpt.close()
+  params = restored_params(workdir, step)
   rows = [{k: r[k] for k in ("step",) + COMPARED}
           for r in metric_writer.read_metrics(str(workdir))]
   return params, rows
@@ -137,13 +135,9 @@ def test_sigterm_checkpoints_and_exits(tmp_path, env):
 
 
 def _config(total=4, **train_fields):
-  c = config_lib.load_config(SPEC)
-  c.mesh = (("data", 1),)  # one device: fast Orbax saves (see `env`)
-  c.data.patch_size = 16
-  c.train.update(total_steps=total, log_every=1, ckpt_every=1, eval_every=0,
-                 async_ckpt=False, tensorboard=False)
-  c.train.update(train_fields)
-  return c
+  """One device (fast Orbax saves, see `env`), a checkpoint every step."""
+  return train_config(total, one_device=True,
+                      **{"ckpt_every": 1, **train_fields})
 
 
 def test_non_finite_steps_are_skipped_then_training_stops(tmp_path):
@@ -202,6 +196,19 @@ def test_resuming_with_another_model_config_names_the_fields(tmp_path):
   msg = str(e.value)
   assert "restorer.wf: checkpoint 8, config 16" in msg
   assert "critic.res_blocks: checkpoint 1, config 2" in msg
+
+
+def test_checkpoint_config_with_legacy_critic_remat_still_resumes():
+  """Configs saved before `remat` moved to `train` hold `critic.remat`."""
+  current = json.loads(_config().to_json())
+  saved = json.loads(_config().to_json())
+  del saved["train"]["remat"]
+  saved["critic"]["remat"] = True
+  assert faults.config_mismatches(saved, current) == []
+  assert faults.resume_problem(saved, current, "W/checkpoints/6") is None
+  saved["critic"]["res_blocks"] = 2
+  assert faults.config_mismatches(saved, current) == [
+      "critic.res_blocks: checkpoint 2, config 1"]
 
 
 def test_resume_problem_is_one_line_and_allows_schedule_changes():

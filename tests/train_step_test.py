@@ -1,53 +1,14 @@
 """The sharded train step: mesh invariance, shardings, one compile, learning."""
 
-import functools
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO
-from dada_jax import config_lib
+from conftest import compiled_step
+from conftest import random_batch
+from conftest import tiny_config
 from dada_jax import sharding
 from dada_jax import train_step as step_lib
-
-
-def tiny_config(mode="dda", **data):
-  c = config_lib.load_config(str(REPO / "configs/denoise.py") + ":runlocal")
-  c.objective.mode = mode
-  c.objective.ramp_steps = 4
-  c.data.batch_size = 8
-  c.data.patch_size = 8
-  c.data.update(data)
-  return c
-
-
-def random_batch(config, seed=0):
-  rng = np.random.default_rng(seed)
-  shape = (config.data.batch_size, config.data.patch_size,
-           config.data.patch_size, 3)
-  gt = rng.uniform(0, 1, shape).astype(np.float32)
-  return {"syn_gt": gt,
-          "syn_lq": gt + rng.normal(0, 0.1, shape).astype(np.float32),
-          "real_lq": rng.uniform(0, 1, shape).astype(np.float32),
-          "ref_clean": rng.uniform(0, 1, shape).astype(np.float32)}
-
-
-def compiled_step(config, mesh):
-  init_rng = jax.random.key(config.seed)
-  shape = jax.eval_shape(functools.partial(step_lib.init_state, config),
-                         init_rng)
-  state_sh = sharding.state_shardings(shape, mesh, config.sharding)
-  batch_sh = sharding.batch_sharding(mesh)
-  repl = sharding.replicated(mesh)
-  with jax.set_mesh(mesh):
-    state = jax.jit(functools.partial(step_lib.init_state, config),
-                    out_shardings=state_sh)(init_rng)
-  step = jax.jit(step_lib.make_train_step(config),
-                 in_shardings=(state_sh, batch_sh, repl),
-                 out_shardings=(state_sh, repl), donate_argnums=0)
-  return state, step, state_sh, batch_sh
 
 
 @pytest.mark.parametrize("mode", ["dda", "vanilla"])

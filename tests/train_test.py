@@ -1,15 +1,17 @@
 """End to end: `train_and_evaluate` on the runlocal config, resume, errors."""
 
+import functools
 import json
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import RUNLOCAL
+from conftest import restored_params
+from conftest import train_config
 from dada_jax import checkpoint
 from dada_jax import cli
-from dada_jax import config_lib
 from dada_jax import metric_writer
 from dada_jax import train
 
@@ -17,21 +19,7 @@ LOSSES = ("loss/total", "loss/pixel", "loss/diffusion", "loss/triplet",
           "grad_norm/restorer", "grad_norm/critic", "alpha")
 
 
-def runlocal(total_steps, **train_fields):
-  c = config_lib.load_config(str(REPO / "configs/denoise.py") + ":runlocal")
-  c.data.patch_size = 16
-  c.train.update(total_steps=total_steps, log_every=1, ckpt_every=2,
-                 eval_every=0, async_ckpt=False, tensorboard=False)
-  c.train.update(train_fields)
-  return c
-
-
-def _params(workdir, step):
-  ckpt = checkpoint.Checkpointer(str(workdir), async_save=False)
-  try:
-    return ckpt.restore_params(step, use_ema=False)
-  finally:
-    ckpt.close()
+runlocal = functools.partial(train_config, ckpt_every=2)
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
@@ -43,8 +31,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
   assert checkpoint.Checkpointer(str(split)).latest_step() == 2
   train.train_and_evaluate(runlocal(4), str(split))  # resumes at step 2
 
-  for a, b in zip(jax.tree.leaves(_params(full, 4)),
-                  jax.tree.leaves(_params(split, 4))):
+  for a, b in zip(jax.tree.leaves(restored_params(full, 4)),
+                  jax.tree.leaves(restored_params(split, 4))):
     np.testing.assert_array_equal(a, b)
   rows = {d: [{k: r[k] for k in LOSSES} | {"step": r["step"]}
               for r in metric_writer.read_metrics(str(d))]
@@ -67,7 +55,7 @@ def test_runlocal_writes_everything_a_user_looks_at(tmp_path, capsys):
   assert json.loads((tmp_path / "config.json").read_text())["seed"] == 0
 
   # The workdir is a checkpoint for `evaluate` and `restore` (EMA params).
-  spec = str(REPO / "configs/denoise.py") + ":runlocal"
+  spec = RUNLOCAL
   assert cli.main(["evaluate", "--config", spec, "--checkpoint",
                    str(tmp_path)]) == 0
   table = capsys.readouterr().out

@@ -22,9 +22,9 @@ import numpy as np
 from PIL import Image
 
 from dada_jax import image_io
-from dada_jax.data.sources import DataError
-from dada_jax.data.sources import list_images
-from dada_jax.data.sources import Problem
+from dada_jax.data.common import DataError
+from dada_jax.data.common import list_images_recursive
+from dada_jax.data.common import Problem
 
 # name: (import name of the package, path inside it, split).
 BUILTIN = {
@@ -163,7 +163,7 @@ class BuiltinPhotos:
 
   @staticmethod
   def _folder(folder: str, split: str) -> list[str]:
-    found = list_images(folder) if os.path.isdir(folder) else []
+    found = list_images_recursive(folder) if os.path.isdir(folder) else []
     if len(found) < 2:
       state = "does not exist" if not os.path.isdir(folder) else (
           f"holds {len(found)} image(s)")

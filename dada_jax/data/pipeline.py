@@ -26,8 +26,7 @@ import numpy as np
 
 from dada_jax.data import sources as sources_lib
 from dada_jax.data import transforms
-
-DataError = sources_lib.DataError
+from dada_jax.data.common import DataError
 
 # Stream ids feed the seed derivation; never renumber them (it would change
 # every stream for a given seed).

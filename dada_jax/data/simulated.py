@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from dada_jax.data import degrade as degrade_lib
-from dada_jax.data.sources import Problem
+from dada_jax.data.common import Problem
 
 DOMAINS = ("synthetic", "real")
 

@@ -16,40 +16,22 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import dataclasses
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
 from dada_jax import image_io
+from dada_jax.data.common import DataError
+from dada_jax.data.common import list_images_recursive
+from dada_jax.data.common import Problem
 
 IMAGE_EXTENSIONS = image_io.IMAGE_EXTENSIONS
-
-
-class DataError(ValueError):
-  """Unusable training/evaluation data; the message names every bad path."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-  path: str
-  reason: str
 
 
 def _read_rgb8(path: str) -> np.ndarray:
   """[H, W, 3] uint8; raises a ValueError naming `path` if unreadable."""
   return image_io.read_rgb8(path)
-
-
-def list_images(folder: str) -> list[str]:
-  """Image files under `folder`, recursively, by extension; sorted paths."""
-  found = []
-  for root, dirs, files in os.walk(folder):
-    dirs.sort()
-    found.extend(os.path.join(root, f) for f in files
-                 if f.lower().endswith(IMAGE_EXTENSIONS))
-  return sorted(found)
 
 
 def _folder_problems(folder: str) -> list[Problem]:
@@ -94,7 +76,7 @@ def read_flist(flist_path: str) -> tuple[list[str], list[Problem]]:
 
 def _by_stem(folder: str) -> tuple[dict[str, str], list[Problem]]:
   """{relative path without extension: path}; same-stem files are ambiguous."""
-  paths = list_images(folder) if os.path.isdir(folder) else []
+  paths = list_images_recursive(folder) if os.path.isdir(folder) else []
   if not paths:
     return {}, _folder_problems(folder)
   groups = collections.defaultdict(list)
@@ -104,6 +86,13 @@ def _by_stem(folder: str) -> tuple[dict[str, str], list[Problem]]:
   problems = [Problem(p, f"ambiguous: {len(v)} files share the stem {k!r}")
               for k, v in groups.items() if len(v) > 1 for p in v]
   return stems, problems
+
+
+def _list_pair(lister, lq: str, gt: str):
+  """(lq listing, gt listing, both listings' problems) by `lister`."""
+  lq_found, lq_problems = lister(lq)
+  gt_found, gt_problems = lister(gt)
+  return lq_found, gt_found, lq_problems + gt_problems
 
 
 class _FileSource:
@@ -160,7 +149,8 @@ class ImageFolder(_FileSource):
     super().__init__()
     folder = os.fspath(folder)
     self.name = f"ImageFolder({folder!r})"
-    self.paths = list_images(folder) if os.path.isdir(folder) else []
+    self.paths = (list_images_recursive(folder) if os.path.isdir(folder)
+                  else [])
     if not self.paths:
       self.problems = _folder_problems(folder)
 
@@ -177,9 +167,7 @@ class PairedFolders(_FileSource):
     super().__init__()
     lq_dir, gt_dir = os.fspath(lq_dir), os.fspath(gt_dir)
     self.name = f"PairedFolders(lq_dir={lq_dir!r}, gt_dir={gt_dir!r})"
-    lq, lq_problems = _by_stem(lq_dir)
-    gt, gt_problems = _by_stem(gt_dir)
-    self.problems = lq_problems + gt_problems
+    lq, gt, self.problems = _list_pair(_by_stem, lq_dir, gt_dir)
     if lq and gt:
       self.problems += [Problem(lq[s], f"no file with this stem in {gt_dir}")
                         for s in sorted(lq.keys() - gt.keys())]
@@ -207,9 +195,7 @@ class PairedFlists(_FileSource):
     super().__init__()
     lq_flist, gt_flist = os.fspath(lq_flist), os.fspath(gt_flist)
     self.name = f"PairedFlists(lq_flist={lq_flist!r}, gt_flist={gt_flist!r})"
-    lq, lq_problems = read_flist(lq_flist)
-    gt, gt_problems = read_flist(gt_flist)
-    self.problems = lq_problems + gt_problems
+    lq, gt, self.problems = _list_pair(read_flist, lq_flist, gt_flist)
     if lq and gt and len(lq) != len(gt):
       self.problems.append(Problem(
           lq_flist, f"lists {len(lq)} images but {gt_flist} lists {len(gt)}"))
@@ -353,61 +339,3 @@ def check_sources(sources: Sequence[Any], min_size: int = 0, *,
       tag = f"  [{name}]" if len(per_source) > 1 else ""
       lines += [f"  {p.path}: {p.reason}{tag}" for p in problems]
     raise DataError("\n".join(lines))
-
-
-STREAM_KINDS = ("synthetic", "folder", "paired_folders", "flist",
-                "paired_flists", "tfds", "none", "builtin", "simulated")
-
-
-def build_source(stream, name: str = "stream"):
-  """Builds a source from a config stream (see `config_lib.base_config`).
-
-  Args:
-    stream: ConfigDict with `kind` (one of STREAM_KINDS) and `path`,
-      `gt_path`, `split`, `data_dir`, `image_key`, `num`, `size`, `seed`.
-    name: the config field, for error messages (e.g. "config.data.real").
-
-  Returns:
-    A source, or None for kind "none".
-  """
-  kind = stream.kind
-  need = {"folder": 1, "flist": 1, "tfds": 1, "paired_folders": 2,
-          "paired_flists": 2}.get(kind, 0)
-  if kind not in STREAM_KINDS:
-    raise DataError(f"{name}.kind={kind!r}: expected one of {STREAM_KINDS}")
-  if need >= 1 and not stream.path:
-    raise DataError(f"{name}.path is empty (kind {kind!r} needs it)")
-  if need == 2 and not stream.gt_path:
-    raise DataError(f"{name}.gt_path is empty (kind {kind!r} needs it)")
-  if kind == "none":
-    return None
-  if kind == "synthetic":
-    return SyntheticClean(stream.num, stream.size, stream.seed)
-  if kind == "folder":
-    return ImageFolder(stream.path)
-  if kind == "paired_folders":
-    return PairedFolders(stream.path, stream.gt_path)
-  if kind == "flist":
-    return FlistSource(stream.path)
-  if kind == "paired_flists":
-    return PairedFlists(stream.path, stream.gt_path)
-  if kind in ("builtin", "simulated"):
-    # builtin: clean photos from pip wheels (or the folder `path`), max side
-    # `size`; simulated: those degraded by `task`/`domain` with `seed`, paired
-    # or not per `paired` (see dada_jax.data.simulated).
-    from dada_jax.data import builtin  # pylint: disable=g-import-not-at-top
-    from dada_jax.data import simulated  # pylint: disable=g-import-not-at-top
-    base = builtin.BuiltinPhotos(stream.split, images_dir=stream.path or None,
-                                 max_side=stream.size or None)
-    if kind == "builtin":
-      return base
-    if not stream.get("task"):
-      raise DataError(f"{name}.task is empty (kind 'simulated' needs it: "
-                      f"one of {sorted(simulated.degrade_lib.DEGRADATIONS)})")
-    try:
-      return simulated.SimulatedPairs(base, stream.task, stream.domain,
-                                      stream.seed, paired=stream.paired)
-    except ValueError as e:
-      raise DataError(f"{name}: {e}") from e
-  return TfdsSource(stream.path, stream.split, stream.image_key,
-                    stream.data_dir or None)

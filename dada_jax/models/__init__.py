@@ -1,6 +1,9 @@
 """Model construction from config, and parameter initialisation.
 
-Params are a plain pytree keyed by role: {"restorer": ..., "critic": ...}.
+Every field of `config.restorer` / `config.critic` is the attribute of the
+same name of `RestorationNet` / `CriticUNet`; the compute dtype comes from
+`config.dtype`. Params are a plain pytree keyed by role:
+{"restorer": ..., "critic": ...}.
 """
 
 from __future__ import annotations
@@ -13,26 +16,23 @@ from dada_jax.models.critic import CriticUNet
 from dada_jax.models.restorer import RestorationNet
 
 
-def compute_dtype(config: mlc.ConfigDict):
+def compute_dtype(config: mlc.ConfigDict) -> jnp.dtype:
   return jnp.dtype(config.get("dtype", "float32"))
 
 
+def _attributes(block: mlc.ConfigDict) -> dict:
+  """A model config block as module attributes, named alike; lists become
+  tuples, since a Flax module must be hashable."""
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in block.items()}
+
+
 def make_restorer(config: mlc.ConfigDict) -> RestorationNet:
-  r = config.restorer
-  return RestorationNet(out_channels=3, depth=r.depth, wf=r.wf, slope=r.slope,
-                        last_init=r.last_init, dtype=compute_dtype(config))
+  return RestorationNet(**_attributes(config.restorer),
+                        dtype=compute_dtype(config))
 
 
 def make_critic(config: mlc.ConfigDict) -> CriticUNet:
-  c = config.critic
-  return CriticUNet(
-      in_channels=c.in_channels, out_channels=c.out_channels,
-      inner_channels=c.inner_channels, channel_mults=tuple(c.channel_mults),
-      res_blocks=c.res_blocks, attn_res=tuple(c.attn_res),
-      num_head_channels=c.num_head_channels, dropout=c.dropout,
-      use_scale_shift_norm=c.use_scale_shift_norm,
-      resblock_updown=c.resblock_updown, conv_resample=c.conv_resample,
-      zero_init_outputs=c.zero_init_outputs, dtype=compute_dtype(config))
+  return CriticUNet(**_attributes(config.critic), dtype=compute_dtype(config))
 
 
 def pad_multiple(config: mlc.ConfigDict) -> int:

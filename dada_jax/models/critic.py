@@ -18,40 +18,29 @@ import jax.numpy as jnp
 
 from dada_jax.models import layers
 
-KAIMING = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
-
-
-def _out_init(zero: bool):
-  return nn.initializers.zeros if zero else KAIMING
-
 
 class ResBlock(nn.Module):
   """Residual block with scale-shift (FiLM) conditioning and optional up/down."""
   out_channels: int
   dropout: float
   use_scale_shift_norm: bool = True
-  use_conv_skip: bool = False
-  up: bool = False
-  down: bool = False
+  resample: str | None = None  # "up" (nearest 2x), "down" (2x2 mean) or None
   zero_init_out: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, emb, *, train: bool):
     c_in = x.shape[-1]
-    conv = lambda feats, name, init=KAIMING: nn.Conv(
-        feats, (3, 3), padding=((1, 1), (1, 1)), kernel_init=init,
-        dtype=self.dtype, name=name)
     h = nn.silu(layers.GroupNorm32(name="in_layers_0")(x))
-    if self.up:
+    if self.resample == "up":
       h, x = layers.upsample_nearest2(h), layers.upsample_nearest2(x)
-    elif self.down:
+    elif self.resample == "down":
       h, x = layers.avg_pool2(h), layers.avg_pool2(x)
-    h = conv(self.out_channels, "in_layers_2")(h)
+    h = layers.conv3x3(self.out_channels, "in_layers_2", self.dtype)(h)
 
     emb_width = 2 * self.out_channels if self.use_scale_shift_norm else (
         self.out_channels)
-    emb_out = nn.Dense(emb_width, kernel_init=KAIMING, dtype=self.dtype,
+    emb_out = nn.Dense(emb_width, kernel_init=layers.KAIMING, dtype=self.dtype,
                        name="emb_layers_1")(nn.silu(emb))
     emb_out = emb_out.astype(h.dtype)[:, None, None, :]
     if self.use_scale_shift_norm:
@@ -60,16 +49,15 @@ class ResBlock(nn.Module):
     else:
       h = layers.GroupNorm32(name="out_layers_0")(h + emb_out)
     h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
-    h = conv(self.out_channels, "out_layers_3", _out_init(self.zero_init_out))(h)
+    h = layers.conv3x3(self.out_channels, "out_layers_3", self.dtype,
+                       layers.output_init(self.zero_init_out))(h)
 
-    if self.out_channels == c_in:
-      skip = x
-    elif self.use_conv_skip:
-      skip = conv(self.out_channels, "skip_connection")(x)
-    else:
-      skip = nn.Conv(self.out_channels, (1, 1), kernel_init=KAIMING,
-                     dtype=self.dtype, name="skip_connection")(x)
-    return skip + h
+    # A 1x1 conv where the width changes (the reference's 3x3 option,
+    # use_conv, is never enabled by its UNet).
+    if self.out_channels != c_in:
+      x = nn.Conv(self.out_channels, (1, 1), kernel_init=layers.KAIMING,
+                  dtype=self.dtype, name="skip_connection")(x)
+    return x + h
 
 
 class Downsample(nn.Module):
@@ -81,9 +69,7 @@ class Downsample(nn.Module):
   def __call__(self, x):
     if not self.use_conv:
       return layers.avg_pool2(x)
-    return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2),
-                   padding=((1, 1), (1, 1)), kernel_init=KAIMING,
-                   dtype=self.dtype, name="op")(x)
+    return layers.conv3x3(x.shape[-1], "op", self.dtype, strides=2)(x)
 
 
 class Upsample(nn.Module):
@@ -96,8 +82,7 @@ class Upsample(nn.Module):
     x = layers.upsample_nearest2(x)
     if not self.use_conv:
       return x
-    return nn.Conv(x.shape[-1], (3, 3), padding=((1, 1), (1, 1)),
-                   kernel_init=KAIMING, dtype=self.dtype, name="conv")(x)
+    return layers.conv3x3(x.shape[-1], "conv", self.dtype)(x)
 
 
 class AttentionBlock(nn.Module):
@@ -119,7 +104,7 @@ class AttentionBlock(nn.Module):
                        f"num_head_channels={self.head_channels}")
     heads, ch = c // self.head_channels, self.head_channels
     seq = x.reshape(b, hgt * wid, c)
-    qkv = nn.Conv(3 * c, (1,), kernel_init=KAIMING, dtype=self.dtype,
+    qkv = nn.Conv(3 * c, (1,), kernel_init=layers.KAIMING, dtype=self.dtype,
                   name="qkv")(layers.GroupNorm32(name="norm")(seq))
     qkv = qkv.reshape(b, hgt * wid, heads, 3, ch)
     scale = 1.0 / math.sqrt(math.sqrt(ch))
@@ -128,7 +113,7 @@ class AttentionBlock(nn.Module):
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     a = jnp.einsum("bhts,bshc->bthc", weights.astype(v.dtype), v)
     a = a.reshape(b, hgt * wid, c)
-    out = nn.Conv(c, (1,), kernel_init=_out_init(self.zero_init_out),
+    out = nn.Conv(c, (1,), kernel_init=layers.output_init(self.zero_init_out),
                   dtype=self.dtype, name="proj_out")(a)
     return (seq + out).reshape(b, hgt, wid, c)
 
@@ -168,9 +153,9 @@ class CriticUNet(nn.Module):
     inner, dt, zero = self.inner_channels, self.dtype, self.zero_init_outputs
     emb_dim = 4 * inner
     emb = layers.gamma_embedding(gammas.reshape(-1), inner)
-    emb = nn.Dense(emb_dim, kernel_init=KAIMING, dtype=dt,
+    emb = nn.Dense(emb_dim, kernel_init=layers.KAIMING, dtype=dt,
                    name="cond_embed_0")(emb)
-    emb = nn.Dense(emb_dim, kernel_init=KAIMING, dtype=dt,
+    emb = nn.Dense(emb_dim, kernel_init=layers.KAIMING, dtype=dt,
                    name="cond_embed_2")(nn.silu(emb))
 
     def res(out_ch, name, **kw):
@@ -181,9 +166,8 @@ class CriticUNet(nn.Module):
       return AttentionBlock(self.num_head_channels, zero, dt, name=name)
 
     ch = int(self.channel_mults[0] * inner)
-    h = nn.Conv(ch, (3, 3), padding=((1, 1), (1, 1)), kernel_init=KAIMING,
-                dtype=dt, name="input_blocks_0_0")(x.astype(dt))
-    hs, chans, block, ds = [h], [ch], 1, 1
+    h = layers.conv3x3(ch, "input_blocks_0_0", dt)(x.astype(dt))
+    hs, block, ds = [h], 1, 1
     n_levels = len(self.channel_mults)
     for level, mult in enumerate(self.channel_mults):
       for _ in range(self.res_blocks):
@@ -192,16 +176,14 @@ class CriticUNet(nn.Module):
         if ds in self.attn_res:
           h = attn(f"input_blocks_{block}_1")(h)
         hs.append(h)
-        chans.append(ch)
         block += 1
       if level != n_levels - 1:
         name = f"input_blocks_{block}_0"
         if self.resblock_updown:
-          h = res(ch, name, down=True)(h, emb, train=train)
+          h = res(ch, name, resample="down")(h, emb, train=train)
         else:
           h = Downsample(self.conv_resample, dt, name=name)(h)
         hs.append(h)
-        chans.append(ch)
         block += 1
         ds *= 2
 
@@ -212,7 +194,6 @@ class CriticUNet(nn.Module):
     block = 0
     for level, mult in reversed(list(enumerate(self.channel_mults))):
       for i in range(self.res_blocks + 1):
-        chans.pop()
         h = jnp.concatenate([h, hs.pop().astype(h.dtype)], axis=-1)
         ch = int(inner * mult)
         h = res(ch, f"output_blocks_{block}_0")(h, emb, train=train)
@@ -223,13 +204,13 @@ class CriticUNet(nn.Module):
         if level and i == self.res_blocks:
           name = f"output_blocks_{block}_{sub}"
           if self.resblock_updown:
-            h = res(ch, name, up=True)(h, emb, train=train)
+            h = res(ch, name, resample="up")(h, emb, train=train)
           else:
             h = Upsample(self.conv_resample, dt, name=name)(h)
           ds //= 2
         block += 1
 
     h = nn.silu(layers.GroupNorm32(name="out_0")(h))
-    h = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)),
-                kernel_init=_out_init(zero), dtype=dt, name="out_2")(h)
+    h = layers.conv3x3(self.out_channels, "out_2", dt,
+                       layers.output_init(zero))(h)
     return h.astype(jnp.float32)

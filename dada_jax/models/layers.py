@@ -3,7 +3,7 @@
 Module names mirror the PyTorch module paths of the official Noise-DA code with
 dots turned into underscores (`input_blocks.1.0.in_layers.2` becomes
 `input_blocks_1_0/in_layers_2`), so weight conversion is a mechanical rename
-plus a layout transpose (see `dada_jax.convert_torch`).
+plus a layout transpose (see `dada_jax.torch_io.convert`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,31 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# The reference trains with kaiming-normal (fan_in) weights and zero biases on
+# every conv and linear layer: its training script re-initialises them all,
+# the last ones included.
+KAIMING = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+def output_init(zero: bool) -> nn.initializers.Initializer:
+  """Kernel init of a block's output layer: zeros (the block starts by adding
+  nothing) or KAIMING."""
+  return nn.initializers.zeros if zero else KAIMING
+
+
+def conv3x3(features: int, name: str, dtype: jnp.dtype,
+            kernel_init: nn.initializers.Initializer = KAIMING,
+            strides: int = 1) -> nn.Conv:
+  """3x3 conv with one pixel of zero padding (torch's `Conv2d(k=3, p=1)`).
+
+  Maps [B, H, W, C] to [B, ceil(H / strides), ceil(W / strides), features];
+  parameters stay float32, `dtype` is the compute dtype. Built inside a
+  module's compact method, it becomes that module's submodule `name`.
+  """
+  return nn.Conv(features, (3, 3), strides=(strides, strides),
+                 padding=((1, 1), (1, 1)), kernel_init=kernel_init,
+                 dtype=dtype, name=name)
 
 
 def avg_pool2(x: jax.Array) -> jax.Array:

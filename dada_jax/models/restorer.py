@@ -12,10 +12,6 @@ import jax.numpy as jnp
 
 from dada_jax.models import layers
 
-# The reference trains with kaiming-normal (fan_in) weights and zero biases on
-# every conv, the last one included.
-KAIMING = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
-
 
 class ConvBlock(nn.Module):
   """Two 3x3 convs, each followed by LeakyReLU."""
@@ -26,8 +22,7 @@ class ConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     for i in (0, 2):
-      x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)),
-                  kernel_init=KAIMING, dtype=self.dtype, name=f"block_{i}")(x)
+      x = layers.conv3x3(self.features, f"block_{i}", self.dtype)(x)
       x = nn.leaky_relu(x, self.slope)
     return x
 
@@ -47,8 +42,7 @@ class UpBlock(nn.Module):
   @nn.compact
   def __call__(self, x, bridge, origin=None, global_size=None):
     up = layers.upsample_bilinear2_align_corners(x, origin, global_size)
-    up = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)),
-                 kernel_init=KAIMING, dtype=self.dtype, name="conv_up")(up)
+    up = layers.conv3x3(self.features, "conv_up", self.dtype)(up)
     bridge = _center_crop(bridge, up.shape[1], up.shape[2])
     out = jnp.concatenate([up, bridge.astype(up.dtype)], axis=-1)
     return ConvBlock(self.features, self.slope, self.dtype,
@@ -105,8 +99,6 @@ class RestorationNet(nn.Module):
                       global_size=global_size // 2**(i + 1))
       x = UpBlock(self.wf * 2**i, self.slope, self.dtype,
                   name=f"up_path_{j}")(x, skips[i], **window)
-    last_init = KAIMING if self.last_init == "kaiming" else (
-        nn.initializers.zeros)
-    x = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)),
-                kernel_init=last_init, dtype=self.dtype, name="last")(x)
+    x = layers.conv3x3(self.out_channels, "last", self.dtype,
+                       layers.output_init(self.last_init == "zeros"))(x)
     return x.astype(jnp.float32)

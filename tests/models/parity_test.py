@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import nhwc
-from dada_jax import convert_torch
+from dada_jax.torch_io import convert
 from dada_jax import diffusion
 from dada_jax import models
 from dada_jax import objective
@@ -132,7 +132,7 @@ def test_every_gradient_matches_reference(ref, small, small_params):
   grad_fn = jax.jit(jax.grad(
       lambda p, b, d: _loss(small, "dda", p, b, d, alpha)[0]))
   grads = grad_fn(small_params, _batch(ref), _draws(ref, "dda"))
-  ours = convert_torch.state_dict_from_params(grads)
+  ours = convert.state_dict_from_params(grads)
   theirs = {k[len("grad/"):]: v for k, v in ref.items()
             if k.startswith("grad/")}
   assert sorted(ours) == sorted(theirs)

@@ -2,7 +2,7 @@
 vanilla, the PSNR-vs-step plot and the comparison figure.
 
 `aggregate(OUT)` collects OUT/runs/seed_*.json (written by
-`dada_jax.sim2real` as each branch finishes) into OUT/results.json,
+`dada_jax.sim2real.benchmark` as each branch finishes) into OUT/results.json,
 OUT/results.md, OUT/psnr_vs_step.png and OUT/comparison.png.
 """
 
@@ -15,6 +15,7 @@ import shutil
 
 import numpy as np
 
+from dada_jax import errors
 from dada_jax import evaluate
 from dada_jax import image_io
 from dada_jax import outputs
@@ -23,7 +24,7 @@ from dada_jax import predict
 METHODS = ("vanilla", "dda", "oracle", "no_shuffle", "no_negatives")
 
 
-class ReportError(ValueError):
+class ReportError(errors.UserError):
   """Nothing to report; the message names the folder."""
 
 
@@ -119,7 +120,7 @@ def markdown(seeds: list[dict], summary: dict, command: str = "") -> str:
               f"{d['mean_psnr_syn_change']:+.2f} dB."]
   if summary.get("alignment"):
     lines += ["", "Gradient alignment with real-domain supervision "
-              "(`dada_jax.alignment`; cosine with the oracle gradient, "
+              "(`dada_jax.sim2real.alignment`; cosine with the oracle gradient, "
               "training batches):", "",
               "| method | step | pixel | diff via syn | diff via real | "
               "outputs, real | norm diff via real / pixel |",
@@ -134,20 +135,20 @@ def markdown(seeds: list[dict], summary: dict, command: str = "") -> str:
 
 def write_plot(path: str, seeds: list[dict]) -> None:
   """PSNR on the real test set vs branch step, mean ± std over seeds."""
-  from dada_jax import plot  # pylint: disable=g-import-not-at-top
+  from dada_jax.sim2real import plot  # pylint: disable=g-import-not-at-top
   series, bands = {}, {}
   for m in METHODS:
-    curves = [r["curve"] for s in seeds for r in s["runs"] if r["method"] == m]
+    # step -> PSNR per seed; the first point wins if a step repeats.
+    curves = [{p["step"]: p["psnr_real"] for p in r["curve"][::-1]}
+              for s in seeds for r in s["runs"] if r["method"] == m]
     if not curves:
       continue
-    steps = sorted(set.intersection(*(set(p["step"] for p in c)
-                                      for c in curves)))
-    vals = [[next(p["psnr_real"] for p in c if p["step"] == t)
-             for c in curves] for t in steps]
-    series[m] = [(t, float(np.mean(v))) for t, v in zip(steps, vals)]
+    steps = sorted(set.intersection(*map(set, curves)))
+    vals = np.array([[c[t] for t in steps] for c in curves], np.float64)
+    mean, std = vals.mean(axis=0), vals.std(axis=0)
+    series[m] = list(zip(steps, mean.tolist()))
     if len(curves) > 1:
-      bands[m] = [(t, float(np.mean(v) - np.std(v)),
-                   float(np.mean(v) + np.std(v))) for t, v in zip(steps, vals)]
+      bands[m] = list(zip(steps, (mean - std).tolist(), (mean + std).tolist()))
   if series:
     plot.line_plot(path, series, bands=bands or None,
                    title="PSNR on the simulated-real test photos",

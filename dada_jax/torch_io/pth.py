@@ -25,6 +25,8 @@ import zlib
 
 import numpy as np
 
+from dada_jax import errors
+
 # Limits on what a file can make the reader allocate. Real state dicts stay
 # far below them; a crafted one (say a one-element storage viewed with stride
 # 0 as 2**40 elements, or a zip bomb) is refused instead of exhausting memory.
@@ -60,7 +62,7 @@ _repr.maxtuple = _repr.maxlist = _repr.maxdict = 8
 _repr.maxlevel = 2
 
 
-class PthError(ValueError):
+class PthError(errors.UserError):
   """A .pth file that cannot be read; the message names the file."""
 
 

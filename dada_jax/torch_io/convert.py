@@ -20,6 +20,7 @@ import ml_collections as mlc
 import numpy as np
 
 from dada_jax import diffusion
+from dada_jax import errors
 from dada_jax import models
 
 PREFIXES = {"RestorationNet": "restorer", "denoise_fn": "critic"}
@@ -29,7 +30,7 @@ SCHEDULE_BUFFERS = ("gammas", "sqrt_recip_gammas", "sqrt_recipm1_gammas",
                     "posterior_mean_coef2")
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(errors.UserError):
   """A checkpoint that does not fit the configured models."""
 
 

@@ -4,10 +4,8 @@ import json
 
 import pytest
 
-from conftest import REPO
+from conftest import RUNLOCAL
 from dada_jax import cli
-
-RUNLOCAL = str(REPO / "configs/denoise.py") + ":runlocal"
 
 
 def test_bench_writes_the_figures(tmp_path, capsys):

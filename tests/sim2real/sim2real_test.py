@@ -7,20 +7,23 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import DEMO
+from conftest import DEMO_RUNLOCAL
+from conftest import RUNLOCAL
+from conftest import cached_config
+from conftest import restored_params
+from conftest import train_config
 from dada_jax import cli
-from dada_jax import config_lib
 from dada_jax import models
 from dada_jax import objective
-from dada_jax import sim2real
-from dada_jax import sim2real_report
-
-DEMO = str(REPO / "configs/demo.py")
+from dada_jax import train
+from dada_jax.sim2real import benchmark as sim2real
+from dada_jax.sim2real import report as sim2real_report
 
 
 @pytest.fixture(scope="module")
 def demo():
-  return config_lib.load_config(DEMO + ":runlocal")
+  return cached_config(DEMO_RUNLOCAL)
 
 
 def test_branch_configs(demo):
@@ -127,7 +130,7 @@ def test_smoke_run_writes_results(tmp_path, capsys):
   assert "| vanilla |" in printed and "Gradient alignment" in printed
   assert "warm-up restorer from" not in printed
   # A second run reuses the seed's cached warm-up restorer.
-  assert (out / "runs/warmup_seed_0.npz").stat().st_size > 0
+  assert len(list((out / "runs/warmup_seed_0").glob("*/params"))) == 1
   assert cli.main(["sim2real", "--config", DEMO + ":runlocal", "--seeds", "1",
                    "--warmup-steps", "2", "--steps", "1", "--methods",
                    "vanilla", "--output", str(out)]) == 0
@@ -154,7 +157,7 @@ def test_bad_seeds_and_empty_report(tmp_path, capsys):
 
 
 def test_warmup_cache_is_keyed_by_settings(demo, tmp_path):
-  cache = str(tmp_path / "warm.npz")
+  cache = str(tmp_path / "warm")
   rngs = jax.random.split(jax.random.key(0))
   first, cached = sim2real.warm_up(demo, 0, 2, *rngs, cache=cache)
   assert not cached
@@ -209,3 +212,19 @@ def test_alignment_summary_uses_first_and_last_points():
   assert table["dda"]["end"]["diff_real_over_pixel"][0] == 0.25
   md = sim2real_report.markdown(seeds, sim2real_report.summarize(seeds))
   assert "| dda | 10 | 0.100 ± 0.000 | 0.200 ± 0.000 | 0.700 ± 0.141 |" in md
+
+
+def test_a_branch_trains_exactly_like_train(tmp_path):
+  """sim2real's branches run the trainer's own loop: with the same config,
+  data seed and keys they reach the same params as `dada-jax train`."""
+  config = train_config(3, spec=RUNLOCAL + ",mode=vanilla", ckpt_every=3,
+                        log_every=3)
+  train.train_and_evaluate(config, str(tmp_path))
+  trained = restored_params(tmp_path, 3)
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  state = sim2real.train_branch(config, None, 3, init_rng=init_rng,
+                                step_rng=step_rng, data_seed=config.seed)
+  branch = jax.device_get(state["params"])
+  assert jax.tree.structure(branch) == jax.tree.structure(trained)
+  for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(branch)):
+    np.testing.assert_array_equal(a, b)

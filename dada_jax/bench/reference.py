@@ -37,6 +37,8 @@ import statistics
 import sys
 import time
 
+from dada_jax import errors
+
 _PACKAGES = ("models", "core")  # the checkout's top-level packages we import
 _REQUIRED = ("models/__init__.py", "models/network.py", "models/loss.py",
              "models/model.py")
@@ -55,7 +57,7 @@ _SMALL_RESTORER = {"depth": 3, "wf": 8}
 _DIFF_WEIGHT = 0.2  # α at full ramp: 0.2·(2 / (1 + e^-5) - 1)
 
 
-class ReferenceError(ValueError):  # pylint: disable=redefined-builtin
+class ReferenceError(errors.UserError):  # pylint: disable=redefined-builtin
   """A one-line message naming --torch-reference PATH and what is wrong."""
 
 

@@ -12,7 +12,7 @@ import types
 
 import pytest
 
-from dada_jax import bench_torch
+from dada_jax.bench import reference as bench_torch
 
 torch = pytest.importorskip("torch")
 

@@ -10,7 +10,7 @@ Protocol, per seed (configs/demo.py's networks and data unless overridden):
      (`warmup_steps`, optionally at its own learning rate), so every branch
      starts from a competent baseline. It is checked against a trained 7x7
      linear filter on the synthetic test set, and cached in
-     OUT/runs/warmup_seed_<s>.npz for later runs with the same settings.
+     OUT/runs/warmup_seed_<s>/ for later runs with the same settings.
   2. branches from the warmed-up restorer, each `steps` restorer updates on
      the same data seed:
        vanilla       synthetic pairs only (the baseline)
@@ -21,13 +21,13 @@ Protocol, per seed (configs/demo.py's networks and data unless overridden):
      A branch with a critic starts from a fresh one (as the paper trains),
      first trained alone for `critic_warmup_steps` on the frozen restorer
      when asked, and measures on training batches how its gradient into the
-     restorer aligns with real-domain supervision (`dada_jax.alignment`).
+     restorer aligns with real-domain supervision (`dada_jax.sim2real.alignment`).
   3. the EMA restorer of every branch is scored (RGB PSNR/SSIM) on held-out
      photos with the real degradation (`*_real`) and with the synthetic one
      (`*_syn`); test photos are never trained on and nothing is tuned on them.
 
 Writes OUT/runs/seed_<s>.json after every branch (keeping branches of other
-methods an earlier run saved from the same warm-up), then (`sim2real_report`)
+methods an earlier run saved from the same warm-up), then (`sim2real.report`)
 OUT/results.json (every run), OUT/results.md (mean ± std over seeds, the
 alignment table), OUT/psnr_vs_step.png and OUT/comparison.png (input |
 vanilla | dda | ground truth, real test photos).
@@ -35,37 +35,42 @@ vanilla | dda | ground truth, real test photos).
 
 from __future__ import annotations
 
-import dataclasses
+import copy
+import hashlib
 import json
 import os
 import time
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
-from dada_jax import alignment as alignment_lib
+from dada_jax import config_lib
 from dada_jax import data
+from dada_jax import errors
 from dada_jax import evaluate
 from dada_jax import image_io
-from dada_jax import outputs
 from dada_jax import metrics
 from dada_jax import models
 from dada_jax import objective
+from dada_jax import outputs
 from dada_jax import sharding
 from dada_jax import train as train_lib
 from dada_jax import train_step as step_lib
-
-from dada_jax.sim2real_report import METHODS
-from dada_jax.sim2real_report import ReportError
-from dada_jax.sim2real_report import aggregate
-from dada_jax.sim2real_report import write_comparison
+from dada_jax import weights
+from dada_jax.data import train_data
+from dada_jax.sim2real import alignment as alignment_lib
+from dada_jax.sim2real.report import METHODS
+from dada_jax.sim2real.report import ReportError
+from dada_jax.sim2real.report import aggregate
+from dada_jax.sim2real.report import write_comparison
 LINEAR_TAPS = 7
 SYN_TEST_SEED = 2000
 
 
-class Sim2RealError(ValueError):
+class Sim2RealError(errors.UserError):
   """A bad sim2real flag; the message names it."""
 
 
@@ -78,7 +83,7 @@ def method_config(base: mlc.ConfigDict, method: str) -> mlc.ConfigDict:
   if method not in METHODS:
     raise Sim2RealError(f"--methods: unknown {method!r}; expected some of "
                         f"{list(METHODS)}")
-  c = mlc.ConfigDict(base.to_dict())
+  c = copy.deepcopy(base)
   c.objective.mode = "vanilla" if method in ("vanilla", "oracle") else "dda"
   c.objective.channel_shuffle = method != "no_shuffle"
   c.objective.negatives = method != "no_negatives"
@@ -91,7 +96,7 @@ def method_config(base: mlc.ConfigDict, method: str) -> mlc.ConfigDict:
 def test_sources(config: mlc.ConfigDict):
   """(real test, synthetic test): the eval photos with each degradation."""
   real = data.build_source(config.eval, "config.eval")
-  syn_stream = mlc.ConfigDict(config.eval.to_dict())
+  syn_stream = copy.deepcopy(config.eval)
   syn_stream.update(domain="synthetic", seed=SYN_TEST_SEED)
   return real, data.build_source(syn_stream, "config.eval (synthetic)")
 
@@ -102,37 +107,29 @@ def _score(config, params, source, **kw):
   return r["psnr"], r["ssim"]
 
 
-@dataclasses.dataclass
-class Trainer:
-  """Runs the sharded, donated train step of one config over its data."""
-  config: mlc.ConfigDict
+def train_branch(config: mlc.ConfigDict, params, steps: int, *, init_rng,
+                 step_rng, data_seed: int, on_eval=None, eval_every: int = 0):
+  """Trains `steps` steps of `config` from `params`; returns the final state.
 
-  def __post_init__(self):
-    c = self.config
-    self.mesh = sharding.make_mesh(c)
-    self.batch_sharding = sharding.batch_sharding(self.mesh)
+  Through `train.init_state` and `train.run_steps`, the code `dada-jax
+  train` runs: with the same config, seed (`data_seed`) and keys it gives
+  the same params. `params` ({role: tree}, every role the objective trains)
+  replaces the random init from `init_rng` unless None. `on_eval(step,
+  state)` runs every `eval_every` steps and after the last.
+  """
+  c = copy.deepcopy(config)
+  c.seed = data_seed
+  mesh = sharding.make_mesh(c)
+  state, shardings = train_lib.init_state(c, mesh, init_rng, params)
+  data_iter, _ = train_data.make_train_data(c)
 
-  def run(self, params, steps: int, rng, data_seed: int, on_eval=None,
-          eval_every: int = 0):
-    """Trains from `params` ({role: tree}); returns the final state.
+  def on_step(step, state, metrics):
+    del metrics
+    if on_eval and eval_every and (step % eval_every == 0 or step == steps):
+      on_eval(step, state)
 
-    `on_eval(step, state)` runs every `eval_every` steps and after the last.
-    """
-    c = mlc.ConfigDict(self.config.to_dict())
-    c.seed = data_seed
-    init = lambda p: step_lib.init_state(c, rng, p)
-    shape = jax.eval_shape(init, params)
-    state_sharding = sharding.state_shardings(shape, self.mesh, c.sharding)
-    state = jax.jit(init, out_shardings=state_sharding)(params)
-    step = sharding.jit_train_step(step_lib.make_train_step(c), self.mesh,
-                                   state_sharding)
-    data_iter, _ = train_lib.make_train_data(c)
-    for i in range(1, steps + 1):
-      batch = sharding.put_batch(next(data_iter), self.batch_sharding)
-      state, _ = step(state, batch, rng)
-      if on_eval and eval_every and (i % eval_every == 0 or i == steps):
-        on_eval(i, state)
-    return state
+  return train_lib.run_steps(c, mesh, state, shardings, data_iter, step_rng,
+                             stop=steps, on_step=on_step)
 
 
 def fit_linear_filter(config, steps: int, seed: int):
@@ -162,9 +159,9 @@ def fit_linear_filter(config, steps: int, seed: int):
     updates, opt = tx.update(grads, opt)
     return optax.apply_updates(params, updates), opt
 
-  c = mlc.ConfigDict(config.to_dict())
+  c = copy.deepcopy(config)
   c.objective.mode, c.seed = "vanilla", seed
-  data_iter, _ = train_lib.make_train_data(c)
+  data_iter, _ = train_data.make_train_data(c)
   for _ in range(steps):
     b = next(data_iter)
     params, opt = step(params, opt, b["syn_lq"], b["syn_gt"])
@@ -193,10 +190,10 @@ def probe_batches(config: mlc.ConfigDict, n: int, seed: int) -> list[dict]:
     return []
   c = method_config(config, "dda")
   c.seed = seed
-  syn_iter, _ = train_lib.make_train_data(c)
+  syn_iter, _ = train_data.make_train_data(c)
   o = method_config(config, "oracle")
   o.seed = seed + 1
-  real_iter, _ = train_lib.make_train_data(o)
+  real_iter, _ = train_data.make_train_data(o)
   batches = []
   for _ in range(n):
     b, r = next(syn_iter), next(real_iter)
@@ -214,43 +211,32 @@ def _warmup_key(config: mlc.ConfigDict, seed: int, steps: int) -> str:
                     sort_keys=True, default=str)
 
 
-def _save_params(path: str, tree, key: str) -> None:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  arrays = {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
-  with open(path + ".tmp", "wb") as f:
-    np.savez(f, __key__=np.asarray(key), **arrays)
-  os.replace(path + ".tmp", path)
-
-
-def _load_params(path: str, like, key: str):
-  """The tree saved at `path` if its key matches, else None."""
-  if not os.path.exists(path):
-    return None
-  with np.load(path) as z:
-    if str(z["__key__"]) != key:
-      return None
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
-    return jax.tree_util.tree_unflatten(
-        treedef, [z[jax.tree_util.keystr(k)] for k, _ in leaves])
-
-
 def warm_up(base: mlc.ConfigDict, seed: int, steps: int, init_rng, warm_rng,
             lr: float = 0.0, cache: str | None = None):
   """(EMA restorer, whether it came from `cache`) of the synthetic-only
-  warm-up at learning rate `lr` (0: the config's). `cache` is an .npz path:
-  a restorer saved there with the same settings is reused."""
+  warm-up at learning rate `lr` (0: the config's).
+
+  `cache` is a folder: each warm-up is saved there by `weights.save_params`
+  in a subfolder named by a hash of everything it depends on, so a later run
+  with the same settings reuses it and other settings never overwrite it.
+  """
   warm_cfg = method_config(base, "vanilla")
   if lr:
     warm_cfg.optim.lr = lr
-  params = models.init_params(warm_cfg, init_rng, roles=("restorer",))
   key = _warmup_key(warm_cfg, seed, steps)
-  cached = _load_params(cache, params["restorer"], key) if cache else None
-  if cached is not None:
-    return cached, True
-  warm = Trainer(warm_cfg).run(params, steps, warm_rng, data_seed=1000 * seed)
-  ema = jax.device_get(warm["ema"]["restorer"])
+  saved = None
   if cache:
-    _save_params(cache, ema, key)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    saved = os.path.join(cache, digest)
+    if os.path.isdir(os.path.join(saved, weights.PARAMS_DIR)):
+      return weights.load_params(saved, warm_cfg)["restorer"], True
+  params = models.init_params(warm_cfg, init_rng, roles=("restorer",))
+  warm = train_branch(warm_cfg, params, steps, init_rng=warm_rng,
+                      step_rng=warm_rng, data_seed=1000 * seed)
+  ema = jax.device_get(warm["ema"]["restorer"])
+  if saved:
+    weights.save_params(saved, {"restorer": ema}, warm_cfg,
+                        source=f"sim2real warm-up: {key}")
   return ema, False
 
 
@@ -258,10 +244,11 @@ def warm_up_critic(cfg: mlc.ConfigDict, params: dict, steps: int, rng,
                    data_seed: int):
   """Trains the critic alone, the restorer frozen, on the branch's objective
   (α held at its full value; Adam makes its scale irrelevant here)."""
-  c = mlc.ConfigDict(cfg.to_dict())
+  c = copy.deepcopy(cfg)
   c.optim.frozen = ("restorer",)
   c.objective.update(steps_per_epoch=0, ramp_steps=1)
-  state = Trainer(c).run(params, steps, rng, data_seed=data_seed)
+  state = train_branch(c, params, steps, init_rng=rng, step_rng=rng,
+                       data_seed=data_seed)
   return jax.device_get(state["params"]["critic"])
 
 
@@ -274,7 +261,7 @@ def run_seed(base: mlc.ConfigDict, seed: int, *, warmup_steps: int,
 
   Branches with a critic first warm it up for `critic_warmup_steps` on the
   frozen warm-up restorer. With `num_probe_batches` > 0 their curves carry
-  `alignment` (see `dada_jax.alignment`) at step 0 and every eval.
+  `alignment` (see `dada_jax.sim2real.alignment`) at step 0 and every eval.
   `on_progress(result)` runs after the warm-up and after each branch with the
   result so far (so an interrupted run keeps its finished branches).
   """
@@ -343,9 +330,9 @@ def run_seed(base: mlc.ConfigDict, seed: int, *, warmup_steps: int,
       curve[0]["alignment"] = alignment_lib.mean_alignment(
           align, params, probes, probe_rng)
 
-    trainer = Trainer(cfg)
-    state = trainer.run(
-        params, steps, branch_rng, data_seed=1000 * seed + 1,
+    state = train_branch(
+        cfg, params, steps, init_rng=branch_rng, step_rng=branch_rng,
+        data_seed=1000 * seed + 1,
         on_eval=lambda i, st: curve.append(point(
             i, jax.device_get(st["ema"]["restorer"]), st["params"])),
         eval_every=eval_every)
@@ -368,69 +355,7 @@ def run_seed(base: mlc.ConfigDict, seed: int, *, warmup_steps: int,
   return out
 
 
-# ---------------------------------------------------------------------- CLI
-
-DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "configs", "demo.py")
-
-
-def add_parsers(sub) -> None:
-  """Adds `sim2real` and `demo` (sim2real's vanilla vs DDA, one seed)."""
-  s = sub.add_parser("sim2real", help="vanilla vs DDA vs oracle and ablations "
-                     "on built-in photos with simulated real domains")
-  d = sub.add_parser("demo", help="the main job on built-in data: vanilla vs "
-                     "DDA on simulated real camera noise (CPU-sized)")
-  for p, steps, warm, critic_warm, methods, out in (
-      (s, 300, 2000, 150, ",".join(METHODS), None),
-      (d, 150, 2000, 0, "vanilla,dda", "/tmp/dada_demo")):
-    p.add_argument("--task", default="denoise",
-                   choices=("denoise", "derain", "deblur"))
-    p.add_argument("--config", default=None,
-                   help="default: configs/demo.py:task=TASK")
-    p.add_argument("--seeds", default="3" if p is s else "1",
-                   help="N (seeds 0..N-1) or a comma list, e.g. 3,4")
-    p.add_argument("--steps", type=int, default=steps,
-                   help="restorer updates per branch after the warm-up")
-    p.add_argument("--warmup-steps", type=int, default=warm,
-                   help="synthetic-only updates shared by a seed's branches")
-    p.add_argument("--critic-warmup-steps", type=int, default=critic_warm,
-                   help="critic-only updates on the frozen warm-up restorer "
-                   "before each branch with a critic (0: a fresh critic, as "
-                   "the paper trains)")
-    p.add_argument("--probe-batches", type=int, default=2 if p is s else 0,
-                   help="training batches on which each critic branch "
-                   "measures how its gradient aligns with real-domain "
-                   "supervision (dada_jax.alignment); 0: off")
-    p.add_argument("--warmup-lr", type=float, default=1e-3,
-                   help="learning rate of the synthetic-only warm-up (0: the "
-                   "config's optim.lr; branches always use optim.lr)")
-    p.add_argument("--eval-every", type=int, default=0,
-                   help="curve points per branch (default: steps / 5)")
-    p.add_argument("--methods", default=methods,
-                   help=f"comma list of {', '.join(METHODS)}")
-    p.add_argument("--images", default=None,
-                   help="a folder of clean photos to use instead of the "
-                   "built-in ones (every 4th sorted file is held out)")
-    p.add_argument("--output", required=out is None, default=out,
-                   help="folder for results.json, results.md and figures")
-    p.add_argument("--report-only", action="store_true",
-                   help="only re-aggregate OUT/runs/seed_*.json")
-
-
-def config_spec(args) -> str:
-  return args.config or f"{DEMO_CONFIG}:task={args.task}"
-
-
-def _seeds(text: str) -> list[int]:
-  try:
-    values = [int(v) for v in text.split(",") if v.strip()]
-  except ValueError:
-    values = []
-  if not values or min(values) < 0:
-    raise Sim2RealError(f"--seeds {text!r}: expected N > 0 or a comma list "
-                        "of seeds >= 0")
-  return list(range(values[0])) if "," not in text else values
-
+# ------------------------------------------------ the command behind `sim2real`
 
 def _saver(path: str, methods, command: str):
   """save(result) for OUT/runs/seed_<s>.json. Branches of other methods that
@@ -458,52 +383,79 @@ def _saver(path: str, methods, command: str):
   return save
 
 
-def run(args, config: mlc.ConfigDict, command: str = "") -> int:
-  """Runs the benchmark (or the demo) and prints the Markdown table."""
-  outputs.check_folder(args.output, "--output")
-  if args.report_only:
-    aggregate(args.output, command)
-    with open(os.path.join(args.output, "results.md")) as f:
+def run(config: mlc.ConfigDict, *, output: str, seeds: Sequence[int],
+        steps: int, warmup_steps: int, critic_warmup_steps: int = 0,
+        probe_batches: int = 0, warmup_lr: float = 0.0, eval_every: int = 0,
+        methods: Sequence[str] = METHODS, images: str | None = None,
+        report_only: bool = False, command: str = "") -> int:
+  """Runs the benchmark (or the demo) and prints the Markdown table.
+
+  Arguments are checked before anything is trained; the messages name the
+  `dada-jax sim2real` flags.
+
+  Args:
+    config: the base config (configs/demo.py's, usually); updated in place
+      with `images` and the objective's ramp.
+    output: folder for runs/, results.json, results.md and the figures.
+    seeds: the seeds to run, each its own warm-up and branches.
+    steps: restorer updates per branch after the warm-up.
+    warmup_steps: synthetic-only updates shared by a seed's branches.
+    critic_warmup_steps: critic-only updates on the frozen warm-up restorer
+      before each branch with a critic (0: a fresh critic).
+    probe_batches: training batches for the gradient-alignment probe (0: off).
+    warmup_lr: learning rate of the warm-up (0: config.optim.lr).
+    eval_every: steps between curve points (0: steps / 5).
+    methods: the branches to run, `METHODS` names.
+    images: a folder of clean photos to use instead of the built-in ones.
+    report_only: only re-aggregate output/runs/seed_*.json.
+    command: the command line, recorded in the results.
+
+  Returns:
+    0.
+  """
+  outputs.check_folder(output, "--output")
+  if report_only:
+    aggregate(output, command)
+    with open(os.path.join(output, "results.md")) as f:
       print(f.read())
     return 0
-  methods = [m for m in args.methods.split(",") if m]
   for m in methods:
     method_config(config, m)  # validates the name
-  if args.steps < 1 or args.warmup_steps < 1:
+  if steps < 1 or warmup_steps < 1:
     raise Sim2RealError("--steps and --warmup-steps must be >= 1")
-  if args.critic_warmup_steps < 0 or args.probe_batches < 0:
+  if critic_warmup_steps < 0 or probe_batches < 0:
     raise Sim2RealError("--critic-warmup-steps and --probe-batches must be "
                         ">= 0")
-  if args.warmup_lr < 0:
-    raise Sim2RealError(f"--warmup-lr {args.warmup_lr}: must be >= 0 (0: "
-                        "the config's optim.lr)")
-  seeds = _seeds(args.seeds)
-  if args.images:
+  if warmup_lr < 0:
+    raise Sim2RealError(f"--warmup-lr {warmup_lr}: must be >= 0 (0: the "
+                        "config's optim.lr)")
+  if images:
     for stream in (config.data.syn, config.data.real, config.data.ref,
                    config.eval):
-      stream.path = args.images
-  eval_every = args.eval_every or max(args.steps // 5, 1)
-  ramp = max(args.steps // 3, 1)
+      stream.path = images
+  eval_every = eval_every or max(steps // 5, 1)
+  ramp = max(steps // 3, 1)
   config.objective.update(steps_per_epoch=0, ramp_steps=ramp)
-  train_lib.check_config(config, len(sharding.make_mesh(config).devices.flat))
+  config_lib.validate(config,
+                     num_devices=len(sharding.make_mesh(config).devices.flat))
   real_test, _ = test_sources(config)
-  os.makedirs(os.path.join(args.output, "runs"), exist_ok=True)
+  os.makedirs(os.path.join(output, "runs"), exist_ok=True)
   for seed in seeds:
-    path = os.path.join(args.output, "runs", f"seed_{seed}.json")
+    path = os.path.join(output, "runs", f"seed_{seed}.json")
     save = _saver(path, methods, command)
     result = run_seed(
-        config, seed, warmup_steps=args.warmup_steps, steps=args.steps,
+        config, seed, warmup_steps=warmup_steps, steps=steps,
         methods=methods, eval_every=eval_every,
-        critic_warmup_steps=args.critic_warmup_steps,
-        num_probe_batches=args.probe_batches, warmup_lr=args.warmup_lr,
-        warmup_cache=os.path.join(args.output, "runs",
-                                  f"warmup_seed_{seed}.npz"),
+        critic_warmup_steps=critic_warmup_steps,
+        num_probe_batches=probe_batches, warmup_lr=warmup_lr,
+        warmup_cache=os.path.join(output, "runs",
+                                  f"warmup_seed_{seed}"),
         on_progress=save, log=lambda m: print(m, flush=True))
-    write_comparison(os.path.join(args.output, f"comparison_seed{seed}.png"),
+    write_comparison(os.path.join(output, f"comparison_seed{seed}.png"),
                      config, result["restorers"], real_test)
-  aggregate(args.output, command)
-  with open(os.path.join(args.output, "results.md")) as f:
+  aggregate(output, command)
+  with open(os.path.join(output, "results.md")) as f:
     print(f.read())
-  print(f"wrote {args.output}/results.json, results.md, psnr_vs_step.png, "
+  print(f"wrote {output}/results.json, results.md, psnr_vs_step.png, "
         "comparison.png")
   return 0

@@ -27,9 +27,9 @@ import scipy.io
 from PIL import Image
 
 from conftest import REPO
-from dada_jax import convert_torch
+from dada_jax.torch_io import convert
 from dada_jax import image_io
-from dada_jax import pth
+from dada_jax.torch_io import pth
 from dada_jax import sidd
 from dada_jax import weights
 import hostile_pth
@@ -322,23 +322,22 @@ def test_pth_crafted_records(work, case):
   check_pth(path)
 
 
-def test_hostile_files_name_the_elements(tmp_path):
-  path = tmp_path / "numel.pth"
-  hostile_pth.write_numel_overflow(path)
+@pytest.mark.parametrize("write,message", [
+    (hostile_pth.write_numel_overflow,
+     "tensor 'RestorationNet.conv.weight' claims 9437184 elements at offset 0 "
+     "(size (1024, 1024, 3, 3), stride (9216, 9, 3, 1)) reaching element "
+     "9437183, but its storage '0' holds 432"),
+    (hostile_pth.write_offset_past_end,
+     "tensor 'RestorationNet.conv.bias' claims 16 elements at offset 12 "
+     "(size (16,), stride (1,)) reaching element 27, but its storage '1' "
+     "holds 16"),
+])
+def test_hostile_files_name_the_elements(tmp_path, write, message):
+  path = tmp_path / "hostile.pth"
+  write(path)
   with pytest.raises(pth.PthError) as e:
     pth.read_state_dict(path)
-  assert str(e.value) == (
-      f"{path}: tensor 'RestorationNet.conv.weight' claims 9437184 elements "
-      "at offset 0 (size (1024, 1024, 3, 3), stride (9216, 9, 3, 1)) "
-      "reaching element 9437183, but its storage '0' holds 432")
-  path = tmp_path / "offset.pth"
-  hostile_pth.write_offset_past_end(path)
-  with pytest.raises(pth.PthError) as e:
-    pth.read_state_dict(path)
-  assert str(e.value) == (
-      f"{path}: tensor 'RestorationNet.conv.bias' claims 16 elements at "
-      "offset 12 (size (16,), stride (1,)) reaching element 27, but its "
-      "storage '1' holds 16")
+  assert str(e.value) == f"{path}: {message}"
 
 
 def test_crafted_files_never_crash_a_fresh_interpreter(tmp_path):
@@ -356,7 +355,7 @@ def test_crafted_files_never_crash_a_fresh_interpreter(tmp_path):
   collect()
   script = textwrap.dedent("""
       import pathlib, sys
-      from dada_jax import pth
+      from dada_jax.torch_io import pth
       read = refused = 0
       for p in sorted(pathlib.Path(sys.argv[1]).glob("*.pth")):
         try:
@@ -447,7 +446,7 @@ def valid_npz(work):
 def check_npz(path) -> None:
   try:
     ours = weights.read_state_dict(str(path))
-  except convert_torch.CheckpointMismatch as e:
+  except convert.CheckpointMismatch as e:
     one_line_error(e, path)
     assert "allow_pickle" not in str(e)
     return
@@ -499,7 +498,7 @@ def test_npz_refusals_are_one_line(tmp_path):
                        ("objects.npz", "o.npy: object is not a numeric"),
                        ("strings.npz", "s.npy: <U3 is not a numeric")]:
     path = tmp_path / name
-    with pytest.raises(convert_torch.CheckpointMismatch) as e:
+    with pytest.raises(convert.CheckpointMismatch) as e:
       weights.read_state_dict(str(path))
     assert str(e.value) == (
         f"{path}: not a readable .npz state dict ({reason}"

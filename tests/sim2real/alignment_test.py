@@ -7,16 +7,16 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import REPO
-from dada_jax import alignment
-from dada_jax import config_lib
+from conftest import DEMO_RUNLOCAL
+from conftest import cached_config
+from dada_jax.sim2real import alignment
 from dada_jax import models
 from dada_jax import objective
 
 
 @pytest.fixture(scope="module")
 def setup():
-  c = config_lib.load_config(str(REPO / "configs/demo.py") + ":runlocal")
+  c = cached_config(DEMO_RUNLOCAL)
   params = models.init_params(c, jax.random.key(0))
   rng = np.random.default_rng(0)
   shape = (2, 16, 16, 3)

@@ -11,8 +11,9 @@ import re
 import jax
 import numpy as np
 
-from conftest import REPO
-from dada_jax import config_lib
+from conftest import cached_config
+from conftest import compiled_step
+from conftest import random_batch
 from dada_jax import objective
 from dada_jax import sharding
 from dada_jax import train_step as step_lib
@@ -24,21 +25,11 @@ STEP_RNG = 3
 def config(**fields):
   """Runlocal models, batch 8 of 16x16 (CPU time), α at full weight from
   step 0; `fields` override config fields, `__` standing for `.`."""
-  c = config_lib.load_config(
-      str(REPO / "configs/denoise.py") + ":runlocal",
-      [f"{k.replace('__', '.')}={v!r}" for k, v in fields.items()])
+  c = cached_config(overrides=[f"{k.replace('__', '.')}={v!r}"
+                                for k, v in fields.items()])
   c.objective.ramp_steps = 1
   c.data.patch_size = 16
   return c
-
-
-def batch_np(c, seed=0):
-  rng = np.random.default_rng(seed)
-  shape = (c.data.batch_size, c.data.patch_size, c.data.patch_size, 3)
-  gt = rng.uniform(0, 1, shape).astype(np.float32)
-  return {"syn_gt": gt,
-          "syn_lq": gt + rng.normal(0, 0.1, shape).astype(np.float32),
-          "real_lq": rng.uniform(0, 1, shape).astype(np.float32)}
 
 
 @functools.cache
@@ -52,9 +43,9 @@ def initial_state():
 @functools.cache
 def loss_and_grads(dtype="float32", remat=False):
   """DDA loss, grads and the grad jaxpr with train step 0's draws and keys."""
-  c = config(dtype=dtype, critic__remat=remat)
+  c = config(dtype=dtype, train__remat=remat)
   params = initial_state()["params"]
-  batch = batch_np(c)
+  batch = random_batch(c)
   # What train_step draws at step 0 from the base key STEP_RNG.
   rng = jax.random.fold_in(jax.random.key(STEP_RNG), 0)
   draws = objective.sample_draws(jax.random.split(rng)[0],
@@ -137,15 +128,9 @@ def fsdp_steps():
   c = config(sharding="fsdp")
   mesh = sharding.make_mesh(c)
   assert mesh.shape["data"] == 8
-  host = initial_state()
-  state_sh = sharding.state_shardings(host, mesh, "fsdp")
-  batch_sh = sharding.batch_sharding(mesh)
-  repl = sharding.replicated(mesh)
-  state = jax.device_put(host, state_sh)
-  step = jax.jit(step_lib.make_train_step(c),
-                 in_shardings=(state_sh, batch_sh, repl),
-                 out_shardings=(state_sh, repl), donate_argnums=0)
-  batches = [sharding.put_batch(batch_np(c, i), batch_sh) for i in range(3)]
+  state, step, state_sh, batch_sh = compiled_step(c, mesh, initial_state())
+  batches = [sharding.put_batch(random_batch(c, i), batch_sh)
+             for i in range(3)]
   rng = jax.random.key(STEP_RNG)
   lowered, metrics = [], []
 

@@ -1,5 +1,6 @@
 """Model structure: parameter counts, the reference's full key listing, init."""
 
+import dataclasses
 import json
 
 import jax
@@ -8,18 +9,19 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, REPO
+from conftest import cached_config
 from dada_jax import config_lib
-from dada_jax import convert_torch
+from dada_jax.torch_io import convert
 from dada_jax import models
 
 
 @pytest.fixture(scope="module")
 def paper():
-  return config_lib.load_config(str(REPO / "configs/denoise.py"))
+  return cached_config(str(REPO / "configs/denoise.py"))
 
 
 def test_paper_parameter_counts(paper):
-  shapes = convert_torch.params_shape(paper)
+  shapes = convert.params_shape(paper)
   assert models.count_params(shapes["restorer"]) == 8_559_171
   assert models.count_params(shapes["critic"]) == 62_643_075
 
@@ -33,14 +35,14 @@ def test_full_reference_key_listing_maps_to_our_tree(paper):
   state = {e["key"]: np.zeros(e["shape"], np.dtype(e["dtype"]))
            for e in entries if not e["is_buffer"]}
   converted = jax.eval_shape(
-      lambda: convert_torch.params_from_state_dict(state, paper,
+      lambda: convert.params_from_state_dict(state, paper,
                                                    source="listing"))
-  expected = convert_torch.params_shape(paper)
+  expected = convert.params_shape(paper)
   assert jax.tree.structure(converted) == jax.tree.structure(expected)
   for a, b in zip(jax.tree.leaves(converted), jax.tree.leaves(expected)):
     assert a.shape == b.shape
   # And back: our export names exactly the listed keys, shapes and dtypes.
-  exported = convert_torch.state_dict_from_params(
+  exported = convert.state_dict_from_params(
       jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), expected), paper)
   assert {k: (list(v.shape), str(v.dtype)) for k, v in exported.items()} == {
       e["key"]: (e["shape"], e["dtype"]) for e in entries}
@@ -48,14 +50,32 @@ def test_full_reference_key_listing_maps_to_our_tree(paper):
 
 def test_only_middle_attention_at_paper_config(paper):
   """attn_res=[16] never matches a downsample rate of 1..8 (as in the ref)."""
-  critic = convert_torch.params_shape(paper)["critic"]
+  critic = convert.params_shape(paper)["critic"]
   attn = sorted(k for k, v in critic.items() if "qkv" in v)
   assert attn == ["middle_block_1"]
 
 
-def test_restorer_output_shape_and_residual_init():
+def test_model_config_blocks_are_module_attributes():
+  """config.restorer / config.critic build their modules field for field and
+  hold no run switches (those live elsewhere, e.g. train.remat)."""
   c = config_lib.base_config("denoise")
-  config_lib.runlocal_models(c)
+  for role, make in (("restorer", models.make_restorer),
+                     ("critic", models.make_critic)):
+    module = make(c)
+    names = {f.name for f in dataclasses.fields(module)}
+    assert set(c[role]) <= names - {"dtype", "parent", "name"}, role
+    for key, value in c[role].items():
+      assert getattr(module, key) == value, f"{role}.{key}"
+  # A block replaced by one holding lists (as JSON gives) still builds a
+  # hashable module.
+  c.critic = dict(c.critic.to_dict(), channel_mults=[1, 2], attn_res=[2])
+  critic = models.make_critic(c)
+  assert critic.channel_mults == (1, 2) and critic.attn_res == (2,)
+  hash(critic)
+
+
+def test_restorer_output_shape_and_residual_init():
+  c = cached_config()  # RUNLOCAL: the test-size networks
   x = jax.random.uniform(jax.random.key(1), (2, 24, 40, 3))
   r = models.make_restorer(c)
   kaiming = jax.jit(r.apply)(jax.jit(r.init)(jax.random.key(0), x), x)
@@ -68,8 +88,7 @@ def test_restorer_output_shape_and_residual_init():
 
 
 def test_critic_zero_init_outputs_and_dropout():
-  c = config_lib.base_config("denoise")
-  config_lib.runlocal_models(c)
+  c = cached_config()  # RUNLOCAL: the test-size networks
   c.critic.zero_init_outputs = True
   critic = models.make_critic(c)
   x = jax.random.normal(jax.random.key(0), (2, 16, 16, 9))
@@ -89,8 +108,7 @@ def test_critic_zero_init_outputs_and_dropout():
 
 
 def test_bfloat16_compute_keeps_float32_params():
-  c = config_lib.base_config("denoise")
-  config_lib.runlocal_models(c)
+  c = cached_config()  # RUNLOCAL: the test-size networks
   c.dtype = "bfloat16"
   params = jax.jit(lambda k: models.init_params(c, k))(jax.random.key(0))
   assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype("float32")}

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import DEMO
+from conftest import cached_config
+from conftest import train_config
 from dada_jax import config_lib
 from dada_jax import data
 from dada_jax import evaluate
@@ -12,8 +14,7 @@ from dada_jax import train
 from dada_jax.data import builtin
 from dada_jax.data import simulated
 from dada_jax.data import sources
-
-DEMO = str(REPO / "configs/demo.py")
+from dada_jax.data import train_data
 
 
 def _base():
@@ -84,7 +85,7 @@ def test_build_source_builtin_and_simulated():
                                  "task=deblur,mode=dda_ex"])
 def test_demo_config_loads_and_validates(arg):
   c = config_lib.load_config(f"{DEMO}:{arg}")
-  train.check_config(c, 1)
+  config_lib.validate(c, num_devices=1)
   assert c.eval.kind == "simulated" and c.eval.split == "test"
   assert c.data.real.paired is False and c.data.real.split == "train"
   assert c.data.real.seed != c.eval.seed
@@ -100,9 +101,9 @@ def test_demo_config_loads_and_validates(arg):
 
 def test_demo_dda_stream_batches():
   """The dda demo's training input: simulated real stream, unpaired."""
-  c = config_lib.load_config(f"{DEMO}:runlocal,task=derain")
+  c = cached_config(f"{DEMO}:runlocal,task=derain")
   c.data.update(patch_size=16, batch_size=2)
-  it, num_syn = train.make_train_data(c)
+  it, num_syn = train_data.make_train_data(c)
   batch = next(it)
   assert num_syn == 5 and set(batch) == {"syn_lq", "syn_gt", "real_lq"}
   for v in batch.values():
@@ -112,12 +113,9 @@ def test_demo_dda_stream_batches():
 def test_demo_runlocal_trains_and_evaluates(tmp_path):
   # mode=vanilla: compiling the critic's step takes ~1 min on a loaded
   # 2-core CPU (train_test covers it); this checks the demo's data wiring.
-  c = config_lib.load_config(f"{DEMO}:runlocal,mode=vanilla")
-  c.mesh = (("data", 1),)
-  c.data.patch_size = 16
+  c = train_config(2, spec=f"{DEMO}:runlocal,mode=vanilla", one_device=True,
+                   ckpt_every=2, eval_every=2)
   c.eval.update(max_images=2, num_samples=1)
-  c.train.update(total_steps=2, log_every=1, ckpt_every=2, eval_every=2,
-                 async_ckpt=False, tensorboard=False)
   final = train.train_and_evaluate(c, str(tmp_path))
   assert np.isfinite(final["loss/total"]) and np.isfinite(final["loss/pixel"])
   rows = metric_writer.read_metrics(str(tmp_path))

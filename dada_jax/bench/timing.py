@@ -13,6 +13,7 @@ analysis of the lowered step, before backend-specific rewrites.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -20,15 +21,17 @@ import platform
 import resource
 import statistics
 import time
+from typing import Sequence
 
 import jax
 import ml_collections as mlc
 import numpy as np
 
+from dada_jax import errors
 from dada_jax import outputs
 
 
-class BenchError(ValueError):
+class BenchError(errors.UserError):
   """A bench flag that cannot be used; the message names it."""
 
 
@@ -48,49 +51,6 @@ class Result:
   peak_fraction: float | None = None
   device_peak_bytes: int | None = None
   temp_bytes: int | None = None
-
-
-def add_parser(sub) -> None:
-  b = sub.add_parser("bench", help="time train steps and restore")
-  b.add_argument("--config", default="configs/denoise.py",
-                 help="configs/TASK.py[:arg] (default: the paper's denoise)")
-  b.add_argument("--batch", type=int, default=None,
-                 help="global batch (default: config.data.batch_size)")
-  b.add_argument("--size", type=int, default=None,
-                 help="patch side (default: config.data.patch_size)")
-  b.add_argument("--modes", default="dda,vanilla",
-                 help="train steps to time: dda, dda_ex, vanilla (comma list)")
-  b.add_argument("--dtypes", default=None,
-                 help="compute dtypes, e.g. float32,bfloat16 (default: "
-                 "config.dtype)")
-  b.add_argument("--restore-sizes", default="512,2048",
-                 help="square image sides to restore ('' for none)")
-  b.add_argument("--steps", type=int, default=10, help="timed calls per case")
-  b.add_argument("--warmup", type=int, default=2,
-                 help="untimed calls after compilation")
-  b.add_argument("--peak-tflops", type=float, default=None,
-                 help="the device's peak TFLOP/s, for the achieved fraction")
-  b.add_argument("--torch-reference", default=None, metavar="PATH",
-                 help="a checkout of the official PyTorch Noise-DA code: "
-                 "time its train step at the same batch and size too")
-  b.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda"),
-                 help="where the reference runs (default cpu)")
-  b.add_argument("--torch-small", action="store_true",
-                 help="build the reference at the runlocal test size (depth-3"
-                 " restorer, 2-level critic) instead of the paper's")
-  b.add_argument("--torch-amp", action="store_true",
-                 help="also time the reference under bf16 autocast")
-  b.add_argument("--json", default=None, help="write the figures here")
-  b.add_argument("--overwrite", action="store_true",
-                 help="replace --json if it exists")
-
-
-def _ints(flag, text):
-  try:
-    return [int(v) for v in text.split(",") if v.strip()]
-  except ValueError:
-    raise BenchError(f"{flag} {text!r}: expected comma-separated integers"
-                     ) from None
 
 
 def _time_calls(fn, steps: int, warmup: int):
@@ -165,7 +125,7 @@ def bench_train_step(config: mlc.ConfigDict, mode: str, batch: int, size: int,
   """Times the jit-compiled, sharded, donated train step of `mode`."""
   from dada_jax import sharding  # pylint: disable=g-import-not-at-top
   from dada_jax import train_step as step_lib  # pylint: disable=g-import-not-at-top
-  config = mlc.ConfigDict(config.to_dict())
+  config = copy.deepcopy(config)
   config.objective.mode = mode
   if config.objective.ramp_steps <= 0:
     config.objective.update(ramp_steps=1000, steps_per_epoch=0)
@@ -242,30 +202,65 @@ def environment() -> dict:
           "cpu_count": os.cpu_count(), "python": platform.python_version()}
 
 
-def run(args, config: mlc.ConfigDict) -> int:
-  batch = config.data.batch_size if args.batch is None else args.batch
-  size = config.data.patch_size if args.size is None else args.size
+def run(config: mlc.ConfigDict, *, batch: int | None = None,
+        size: int | None = None, modes: Sequence[str] = ("dda", "vanilla"),
+        dtypes: Sequence[str] | None = None,
+        restore_sizes: Sequence[int] = (512, 2048), steps: int = 10,
+        warmup: int = 2, peak_tflops: float | None = None,
+        torch_reference: str | None = None, torch_device: str = "cpu",
+        torch_small: bool = False, torch_amp: bool = False,
+        json_path: str | None = None, overwrite: bool = False,
+        config_name: str | None = None) -> int:
+  """Times train steps and restoration; prints the tables.
+
+  Every argument is checked before anything is timed; the messages name the
+  `dada-jax bench` flags.
+
+  Args:
+    config: the model config timed.
+    batch: global batch (None: config.data.batch_size).
+    size: patch side (None: config.data.patch_size).
+    modes: train steps to time, `objective.MODES` names; empty names are
+      skipped.
+    dtypes: compute dtypes, float32 and/or bfloat16 (None: config.dtype).
+    restore_sizes: square image sides to restore.
+    steps: timed calls per case.
+    warmup: untimed calls after compilation.
+    peak_tflops: the device's peak TFLOP/s, for the achieved fraction.
+    torch_reference: a checkout of the official PyTorch code: its dda and
+      vanilla train steps are timed too, at the same batch and size.
+    torch_device: where the reference runs, "cpu" or "cuda".
+    torch_small: build the reference at the runlocal test size.
+    torch_amp: also time the reference under bf16 autocast.
+    json_path: write the figures there as JSON.
+    overwrite: replace `json_path` if it exists.
+    config_name: how the config was given, recorded in the JSON.
+
+  Returns:
+    0.
+  """
+  batch = config.data.batch_size if batch is None else batch
+  size = config.data.patch_size if size is None else size
   if batch <= 0 or size <= 0:
     raise BenchError(f"--batch {batch} / --size {size}: must be positive")
   if size % 2 ** (config.restorer.depth - 1) or size % 2 ** (
       len(config.critic.channel_mults) - 1):
     raise BenchError(f"--size {size}: must be a multiple of the networks' "
                      "total downsampling")
-  modes = [m for m in args.modes.split(",") if m]
+  modes_text, modes = ",".join(modes), [m for m in modes if m]
   from dada_jax import objective  # pylint: disable=g-import-not-at-top
   bad = [m for m in modes if m not in objective.MODES]
   if bad:
-    raise BenchError(f"--modes {args.modes}: unknown {bad}; expected some of "
+    raise BenchError(f"--modes {modes_text}: unknown {bad}; expected some of "
                      f"{list(objective.MODES)}")
-  dtypes = (args.dtypes or config.dtype).split(",")
+  dtypes = list(dtypes) if dtypes else config.dtype.split(",")
   if any(d not in ("float32", "bfloat16") for d in dtypes):
-    raise BenchError(f"--dtypes {args.dtypes}: expected float32 and/or "
+    raise BenchError(f"--dtypes {','.join(dtypes)}: expected float32 and/or "
                      "bfloat16")
-  sides = _ints("--restore-sizes", args.restore_sizes)
-  if args.steps < 1 or args.warmup < 0:
+  if steps < 1 or warmup < 0:
     raise BenchError("--steps must be >= 1 and --warmup >= 0")
-  if args.json:  # before the benchmark runs, so no figures are lost
-    outputs.check_file(args.json, "--json", overwrite=args.overwrite)
+  if json_path:  # before the benchmark runs, so no figures are lost
+    outputs.check_file(json_path, "--json", overwrite=overwrite)
   from dada_jax import sharding  # pylint: disable=g-import-not-at-top
   data_devices = sharding.make_mesh(config).shape["data"]
   if batch % data_devices:
@@ -273,17 +268,17 @@ def run(args, config: mlc.ConfigDict) -> int:
                      f"{data_devices} devices on the 'data' axis")
   ref = None
   # The reference first: its memory is freed before JAX allocates.
-  if args.torch_reference:
-    from dada_jax import bench_torch  # pylint: disable=g-import-not-at-top
+  if torch_reference:
+    from dada_jax.bench import reference  # pylint: disable=g-import-not-at-top
     ref = {}
     for mode in [m for m in modes if m in ("dda", "vanilla")]:
-      for amp in (False, True) if args.torch_amp else (False,):
+      for amp in (False, True) if torch_amp else (False,):
         name = mode + (" (bf16 autocast)" if amp else "")
         try:
-          r = bench_torch.time_reference_step(
-              args.torch_reference, mode=mode, batch=batch, size=size,
-              steps=args.steps, warmup=args.warmup,
-              device=args.torch_device, amp_bf16=amp, small=args.torch_small)
+          r = reference.time_reference_step(
+              torch_reference, mode=mode, batch=batch, size=size,
+              steps=steps, warmup=warmup, device=torch_device,
+              amp_bf16=amp, small=torch_small)
         except RuntimeError as e:
           if not amp:
             raise
@@ -300,14 +295,14 @@ def run(args, config: mlc.ConfigDict) -> int:
   print("bench: " + ", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
   results = []
   for dtype in dtypes:
-    cfg = mlc.ConfigDict(config.to_dict())
+    cfg = copy.deepcopy(config)
     cfg.dtype = dtype
     for mode in modes:
-      results.append(bench_train_step(cfg, mode, batch, size, args.steps,
-                                      args.warmup, args.peak_tflops))
+      results.append(bench_train_step(cfg, mode, batch, size, steps,
+                                      warmup, peak_tflops))
       print(table(results[-1:]).splitlines()[-1], flush=True)
-    for side in sides:
-      results.append(bench_restore(cfg, side, args.steps, args.warmup))
+    for side in restore_sizes:
+      results.append(bench_restore(cfg, side, steps, warmup))
       print(table(results[-1:]).splitlines()[-1], flush=True)
   host_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   print()
@@ -315,14 +310,14 @@ def run(args, config: mlc.ConfigDict) -> int:
   print(f"\nhost peak RSS {host_peak / 2**30:.2f} GiB")
   if ref:
     print(reference_table(results, ref))
-  if args.json:
+  if json_path:
     out = {**dataclasses.asdict(results[0]), "environment": env,
-           "host_peak_bytes": host_peak, "config": args.config,
+           "host_peak_bytes": host_peak, "config": config_name,
            "results": [dataclasses.asdict(r) for r in results],
            "torch_reference": ref}
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    outputs.write_text(args.json, json.dumps(out, indent=1))
-    print(f"wrote {args.json}")
+    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+    outputs.write_text(json_path, json.dumps(out, indent=1))
+    print(f"wrote {json_path}")
   return 0
 
 

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from dada_jax import convert_torch
-from dada_jax import pth
+from dada_jax.torch_io import convert
+from dada_jax.torch_io import pth
 from dada_jax import weights
 
 torch = pytest.importorskip("torch")
@@ -21,14 +21,14 @@ def _tree_equal(a, b):
 
 
 def test_segments_rename_both_ways():
-  assert convert_torch.module_segments("input_blocks.1.0.in_layers.2") == (
+  assert convert.module_segments("input_blocks.1.0.in_layers.2") == (
       "input_blocks_1_0", "in_layers_2")
-  assert convert_torch.module_segments("up_path.0.conv_block.block.0") == (
+  assert convert.module_segments("up_path.0.conv_block.block.0") == (
       "up_path_0", "conv_block", "block_0")
   for dotted in ("input_blocks.11.0.skip_connection", "out.2", "last",
                  "middle_block.1.proj_out", "cond_embed.0"):
-    assert convert_torch.torch_dotted(
-        convert_torch.module_segments(dotted)) == dotted
+    assert convert.torch_dotted(
+        convert.module_segments(dotted)) == dotted
 
 
 def test_pth_reader_matches_torch_load(tmp_path, ref_state):
@@ -51,19 +51,19 @@ def test_import_export_round_trip_is_identity(ref_state, small, small_params):
   """torch state dict -> params -> torch state dict gives back every key and
   value, so the reference's load_state_dict(strict=True) accepts the export;
   and params -> torch -> params is the identity."""
-  exported = convert_torch.state_dict_from_params(small_params, small)
+  exported = convert.state_dict_from_params(small_params, small)
   assert sorted(exported) == sorted(ref_state)
   for k, v in ref_state.items():
     np.testing.assert_allclose(exported[k], v, rtol=1e-6, atol=0, err_msg=k)
     assert exported[k].shape == v.shape
-  again = convert_torch.params_from_state_dict(exported, small)
+  again = convert.params_from_state_dict(exported, small)
   _tree_equal(again, small_params)
 
 
 def test_exported_pth_loads_in_torch_strictly(tmp_path, ref_state, small,
                                               small_params):
   path = tmp_path / "out.pth"
-  pth.write_state_dict(convert_torch.state_dict_from_params(small_params,
+  pth.write_state_dict(convert.state_dict_from_params(small_params,
                                                             small), path)
   module = torch.nn.Module()
   for k, v in ref_state.items():  # a module with exactly the reference keys
@@ -84,11 +84,11 @@ def test_restorer_only_subsets(ref_state, small, small_params):
               if k.startswith("RestorationNet.")}
   bare = {k[len("RestorationNet."):]: v for k, v in prefixed.items()}
   for state in (prefixed, bare):
-    got = convert_torch.params_from_state_dict(state, small)
+    got = convert.params_from_state_dict(state, small)
     assert list(got) == ["restorer"]
     _tree_equal(got["restorer"], small_params["restorer"])
   # Loading only the restorer from a whole-network dict ignores the critic.
-  got = convert_torch.params_from_state_dict(ref_state, small,
+  got = convert.params_from_state_dict(ref_state, small,
                                              roles=("restorer",))
   assert list(got) == ["restorer"]
 
@@ -98,8 +98,8 @@ def test_strict_errors_name_every_bad_key(ref_state, small):
   del state["RestorationNet.last.bias"]
   state["RestorationNet.extra.weight"] = np.zeros((3,), np.float32)
   state["denoise_fn.out.2.weight"] = np.zeros((3, 32, 5, 5), np.float32)
-  with pytest.raises(convert_torch.CheckpointMismatch) as e:
-    convert_torch.params_from_state_dict(state, small, source="x.pth")
+  with pytest.raises(convert.CheckpointMismatch) as e:
+    convert.params_from_state_dict(state, small, source="x.pth")
   msg = str(e.value)
   assert msg.startswith("x.pth does not fit the config (3 problems)")
   assert "missing RestorationNet.last.bias" in msg
@@ -111,8 +111,8 @@ def test_strict_errors_name_every_bad_key(ref_state, small):
 def test_schedule_buffers_must_match_config(ref_state, small):
   other = small.copy_and_resolve_references()
   other.diffusion.schedule = "cosine"
-  with pytest.raises(convert_torch.CheckpointMismatch, match="schedule buffer"):
-    convert_torch.params_from_state_dict(ref_state, other)
+  with pytest.raises(convert.CheckpointMismatch, match="schedule buffer"):
+    convert.params_from_state_dict(ref_state, other)
 
 
 def test_orbax_directory_and_npz_round_trip(tmp_path, ref_state, small,
@@ -135,7 +135,7 @@ def test_orbax_directory_from_another_config_is_named(tmp_path, small,
   weights.save_params(str(tmp_path / "c"), small_params, small)
   wider = small.copy_and_resolve_references()
   wider.restorer.wf = 32
-  with pytest.raises(convert_torch.CheckpointMismatch,
+  with pytest.raises(convert.CheckpointMismatch,
                      match=r"shape of restorer/down_path_0/block_0/kernel"):
     weights.load_params(str(tmp_path / "c"), wider)
 
