@@ -142,14 +142,15 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray) -> None:
     Image.fromarray(np.asarray(pixels, np.uint8), "RGB").save(f, "PNG")
 
 
-def scan_images(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
-  """(image files, notes): what `folder` holds directly, by extension.
+def scan_images(folder: str | os.PathLike):
+  """(image files, notes, unreadable): what `folder` holds directly.
 
-  Entries named like images that are not files are left out with a note
-  each: folders, and symbolic links that point nowhere.
+  Entries are picked by extension. Folders named like images are left out
+  with a note each; symbolic links that point nowhere are left out as
+  unreadable, each with its reason (the caller counts them as failed inputs).
   """
   folder = os.fspath(folder)
-  files, notes = [], []
+  files, notes, unreadable = [], [], []
   for name in sorted(os.listdir(folder)):
     if not name.lower().endswith(IMAGE_EXTENSIONS):
       continue
@@ -159,8 +160,8 @@ def scan_images(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
     elif os.path.isdir(path):
       notes.append(f"{path}: skipped, a folder named like an image")
     elif os.path.islink(path):
-      notes.append(f"{path}: skipped, a symbolic link to nothing "
-                   f"({os.readlink(path)})")
+      unreadable.append(f"{path}: skipped, a symbolic link to nothing "
+                        f"({os.readlink(path)})")
     else:
       notes.append(f"{path}: skipped, not a regular file")
-  return files, notes
+  return files, notes, unreadable

@@ -19,17 +19,20 @@ from dada_jax import errors
 from dada_jax import image_io
 from dada_jax import models
 from dada_jax import outputs
+from dada_jax import predict
+from dada_jax import weights
 
 
 class RestoreError(errors.UserError):
   """Unusable restore inputs or outputs; the message names the flag."""
 
 
-def list_inputs(path: str) -> tuple[list[str], list[str]]:
-  """(image files, notes on entries skipped) of the input `path`."""
-  notes = []
+def list_inputs(path: str) -> tuple[list[str], list[str], list[str]]:
+  """(image files, notes, unreadable entries) of the input `path`; see
+  `image_io.scan_images`."""
+  notes, unreadable = [], []
   if os.path.isdir(path):
-    files, notes = image_io.scan_images(path)
+    files, notes, unreadable = image_io.scan_images(path)
     if not files:
       raise RestoreError(f"--input {path}: folder holds no images "
                          f"({', '.join(image_io.IMAGE_EXTENSIONS)})")
@@ -47,23 +50,26 @@ def list_inputs(path: str) -> tuple[list[str], list[str]]:
   if clashes:
     raise RestoreError("--input: outputs would collide for inputs sharing a "
                        "stem: " + "; ".join(", ".join(c) for c in clashes))
-  return files, notes
+  return files, notes, unreadable
 
 
 def check_tiling(config: mlc.ConfigDict, tile: int | None) -> None:
   """Raises if `tile` (or, when None, config.predict's tiling) is unusable."""
-  from dada_jax import predict  # pylint: disable=g-import-not-at-top
   multiple, p = models.pad_multiple(config), config.predict
-  if tile is not None:
-    problem = predict.tiling_problem(multiple, tile, p.tile_overlap)
+  if tile is None:
+    problem = predict.tiling_problem(multiple, p.tile, p.tile_overlap)
     if problem:
-      where = " (config.predict.tile_overlap)" if "overlap" in problem else ""
-      raise RestoreError(f"--tile {tile}: {problem}{where}")
-  problem = predict.tiling_problem(multiple, p.tile, p.tile_overlap)
-  if problem and tile is None:
-    raise config_lib.ConfigError(
-        f"config.predict.tile={p.tile}, tile_overlap={p.tile_overlap}: "
-        f"{problem}")
+      raise config_lib.ConfigError(
+          f"config.predict.tile={p.tile}, tile_overlap={p.tile_overlap}: "
+          f"{problem}")
+    return
+  problem = predict.tiling_problem(multiple, tile, 0)  # the side alone
+  if problem:
+    raise RestoreError(f"--tile {tile}: {problem}")
+  problem = predict.tiling_problem(multiple, tile, p.tile_overlap)
+  if problem:
+    raise RestoreError(f"--tile {tile}: {problem} "
+                       "(config.predict.tile_overlap)")
 
 
 def plan_outputs(files: list[str], folder: str,
@@ -106,17 +112,14 @@ def run(config: mlc.ConfigDict, *, checkpoint: str, input: str,  # pylint: disab
   Returns:
     0, or 1 when some inputs could not be read (listed on stderr).
   """
-  from dada_jax import predict  # pylint: disable=g-import-not-at-top
-  from dada_jax import weights  # pylint: disable=g-import-not-at-top
-  files, notes = list_inputs(input)
+  files, notes, unreadable = list_inputs(input)
   check_tiling(config, tile)
   outputs.check_folder(output, "--output")
   planned = plan_outputs(files, output, overwrite)
   params = weights.load_params(checkpoint, config)["restorer"]
   value_range = config.data.value_range
-  broken = [n for n in notes if "symbolic link" in n]
-  failures = list(broken)
-  for n in notes:
+  failures = list(unreadable)
+  for n in notes + unreadable:
     print(f"note: {n}", file=sys.stderr)
   for i, path in enumerate(files, 1):
     out_path = planned[path]
@@ -136,7 +139,7 @@ def run(config: mlc.ConfigDict, *, checkpoint: str, input: str,  # pylint: disab
     print(f"[{i}/{len(files)}] {path} -> {out_path} {w}x{h} "
           f"{time.perf_counter() - start:.2f}s{note}")
   if failures:
-    total = len(files) + len(broken)
+    total = len(files) + len(unreadable)
     print(f"dada-jax restore: {len(failures)} of {total} inputs failed:",
           file=sys.stderr)
     for f in failures:

@@ -97,11 +97,13 @@ def run_steps(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, state,
   return state
 
 
-def _initial_state(config, workdir, mesh, checkpointer, data_iter, init_rng):
-  """(state, shardings): resumed, initialised from init_from, or fresh."""
+def _initial_state(config, workdir, mesh, shape, checkpointer, data_iter,
+                   init_rng):
+  """(state, shardings): resumed, initialised from init_from, or fresh.
+
+  `shape` is the state's ShapeDtypeStruct tree.
+  """
   current = json.loads(config.to_json())
-  shape = jax.eval_shape(functools.partial(step_lib.init_state, config),
-                         init_rng)
   shardings = sharding.state_shardings(shape, mesh, config.sharding)
   target = ckpt_lib.abstract_with_shardings(shape, shardings)
 
@@ -145,8 +147,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
   faults.check_workdir(workdir, (t.keep_ckpts + 1) * state_bytes)
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=t.keep_ckpts,
                                        async_save=t.async_ckpt)
-  state, state_sharding = _initial_state(config, workdir, mesh, checkpointer,
-                                         data_iter, init_rng)
+  state, state_sharding = _initial_state(config, workdir, mesh, state_shape,
+                                         checkpointer, data_iter, init_rng)
   step = int(jax.device_get(state["step"]))
   logging.info("step %d, params: %s", step, ", ".join(
       f"{r} {models.count_params(p):,}" for r, p in state["params"].items()))

@@ -6,6 +6,8 @@ import io
 import sys
 import textwrap
 
+import pytest
+
 from conftest import REPO
 
 _spec = importlib.util.spec_from_file_location(
@@ -62,32 +64,22 @@ def test_layered_package_passes(tmp_path):
   assert [i.target for i in graph["mid.b"]] == ["base"]
 
 
-def test_cycle_is_caught_even_through_a_function_level_import(tmp_path):
-  pkg = _package(tmp_path, {
-      "base.py": "",
-      "mid/__init__.py": "",
+@pytest.mark.parametrize("mid,cycle", [
+    # Through a function-level import.
+    ({"mid/__init__.py": "",
       "mid/a.py": "from pkg.mid.b import g\n",
-      "mid/b.py": """\
-          def g():
-            from pkg.mid import a
-          """,
-      "top.py": "",
-  })
+      "mid/b.py": "def g():\n  from pkg.mid import a\n"},
+     "pkg.mid.a -> pkg.mid.b -> pkg.mid.a"),
+    # A submodule importing its own package's __init__.
+    ({"mid/__init__.py": "from pkg.mid.a import f\nX = 1\n",
+      "mid/a.py": "from pkg.mid import X\n\ndef f():\n  return X\n"},
+     "pkg.mid -> pkg.mid.a -> pkg.mid"),
+], ids=["function_level_import", "submodule_imports_its_package"])
+def test_cycles_are_caught(tmp_path, mid, cycle):
+  pkg = _package(tmp_path, {"base.py": "", "top.py": "", **mid})
   code, out = _check(pkg)
   assert code == 1
-  assert "cycle: pkg.mid.a -> pkg.mid.b -> pkg.mid.a" in out
-
-
-def test_submodule_importing_its_package_init_is_a_cycle(tmp_path):
-  pkg = _package(tmp_path, {
-      "base.py": "",
-      "mid/__init__.py": "from pkg.mid.a import f\nX = 1\n",
-      "mid/a.py": "from pkg.mid import X\n\ndef f():\n  return X\n",
-      "top.py": "",
-  })
-  code, out = _check(pkg)
-  assert code == 1
-  assert "cycle: pkg.mid -> pkg.mid.a -> pkg.mid" in out
+  assert f"cycle: {cycle}" in out
 
 
 def test_upward_and_unplaced_modules_are_caught(tmp_path):
