@@ -18,17 +18,20 @@ VALUE_RANGES = {"zero_one": (0.0, 1.0), "minus_one_one": (-1.0, 1.0)}
 # Kinds of a data stream (config.data.syn / real / ref, and config.eval less
 # "none"); `dada_jax.data.build_source` makes a source of each.
 STREAM_KINDS = ("synthetic", "folder", "paired_folders", "flist",
-                "paired_flists", "tfds", "none", "builtin", "simulated")
+                "paired_flists", "tfds", "none", "builtin", "simulated",
+                "rendered")
 # Paths a stream kind reads: 1 = `path`, 2 = `path` and `gt_path`.
 _PATHS_NEEDED = {"folder": 1, "flist": 1, "tfds": 1, "paired_folders": 2,
                  "paired_flists": 2}
 # config.eval's kinds besides "none" and "sidd_mat" (two .mat files).
 EVAL_SOURCE_KINDS = ("paired_folders", "paired_flists", "folder", "flist",
-                     "tfds", "synthetic", "builtin", "simulated")
+                     "tfds", "synthetic", "builtin", "simulated", "rendered")
 # A simulated stream's degradations: the keys of
 # dada_jax.data.degrade.DEGRADATIONS and dada_jax.data.simulated.DOMAINS.
 TASKS = ("denoise", "derain", "deblur")
 DOMAINS = ("synthetic", "real")
+# A rendered stream's domains (dada_jax.data.rendered.DOMAINS).
+RENDERED_DOMAINS = ("clean", "synthetic", "real")
 # config.eval.preset's default; SIDD is scored with its own preset unless
 # config.eval.preset is set away from it (evaluate.sidd_preset).
 DEFAULT_EVAL_PRESET = "rgb"
@@ -96,7 +99,13 @@ def base_config(task: str) -> mlc.ConfigDict:
       kind=kind, path="", gt_path="", split="train", data_dir="",
       image_key="image", num=64, size=160, seed=0,
       # kind simulated (and builtin: path = images_dir, size = max side):
-      task="", domain="real", paired=True))
+      task="", domain="real", paired=True,
+      # kind rendered (native resolution: size 0): training streams cut
+      # random patches; with block_size > 0, the fixed blocks of a test set.
+      block_size=0, draws=1, blocks_per_photo=0,
+      # A clean-only real stream given the synthetic stream's online AWGN
+      # (the sim2real control: a second synthetic stream in the real slot).
+      awgn=False))
   c.data = mlc.ConfigDict(dict(
       value_range="zero_one", patch_size=128, batch_size=192,
       sigma_range=(0.0, 75.0), augment=True,
@@ -211,7 +220,7 @@ def apply_override(config: mlc.ConfigDict, item: str) -> None:
 def stream_paired(stream: mlc.ConfigDict) -> bool:
   """Whether a stream's items are (degraded, clean) pairs, by its kind."""
   return stream.kind in ("paired_folders", "paired_flists") or (
-      stream.kind == "simulated" and bool(stream.paired))
+      stream.kind in ("simulated", "rendered") and bool(stream.paired))
 
 
 def stream_problem(stream: mlc.ConfigDict, name: str) -> str | None:
@@ -233,13 +242,14 @@ def stream_problem(stream: mlc.ConfigDict, name: str) -> str | None:
     return f"{name}.path is empty (kind {kind!r} needs it)"
   if need == 2 and not stream.gt_path:
     return f"{name}.gt_path is empty (kind {kind!r} needs it)"
-  if kind == "simulated":
+  if kind in ("simulated", "rendered"):
     task, domain = stream.get("task"), stream.get("domain")
+    domains = DOMAINS if kind == "simulated" else RENDERED_DOMAINS
     if not task:
-      return (f"{name}.task is empty (kind 'simulated' needs it: one of "
+      return (f"{name}.task is empty (kind {kind!r} needs it: one of "
               f"{sorted(TASKS)})")
-    if task not in TASKS or domain not in DOMAINS:
-      known = [f"{t}/{d}" for t in TASKS for d in DOMAINS]
+    if task not in TASKS or domain not in domains:
+      known = [f"{t}/{d}" for t in TASKS for d in domains]
       return (f"{name}: unknown degradation {task}/{domain}; known: "
               f"{', '.join(known)}")
   return None
@@ -292,6 +302,17 @@ def _check_training(config: mlc.ConfigDict, num_devices: int) -> None:
     _check_stream(d.ref, "config.data.ref")
   if d.syn.kind == "none" or (mode != "vanilla" and d.real.kind == "none"):
     raise ConfigError("config.data.syn and config.data.real need a kind")
+  if d.real.get("awgn") and (stream_paired(d.real) or (
+      d.real.kind in ("simulated", "rendered") and d.real.domain != "clean")):
+    raise ConfigError("config.data.real.awgn adds AWGN to clean images: the "
+                      "real stream must be clean-only and unpaired (e.g. kind "
+                      "'rendered', domain 'clean', paired=False)")
+  if d.syn.kind == "rendered" and -1 in (config.objective.steps_per_epoch,
+                                         config.objective.ramp_steps):
+    raise ConfigError("config.objective.steps_per_epoch/ramp_steps=-1 count "
+                      "epochs of the synthetic set, but a rendered stream "
+                      "draws fresh patches without end: set steps_per_epoch=0"
+                      " and ramp_steps")
 
 
 def validate(config: mlc.ConfigDict, *, num_devices: int | None = None,

@@ -6,6 +6,8 @@
   builtin     clean photos that ship inside pip wheels
   simulated   degraded copies of a clean source (degrade, camera: the
               degradations)
+  rendered    native-resolution windows rendered so that only the
+              degradation differs between domains (the sim2real benchmark)
   build       `build_source`: the source of a config's data stream
   transforms  crop, 8-way augmentation, float conversion, online AWGN
   pipeline    `make_train_iterator` / `make_eval_iterator`

@@ -7,14 +7,17 @@ from dada_jax.data import sources
 from dada_jax.data.common import DataError
 
 
-def build_source(stream, name: str = "stream"):
+def build_source(stream, name: str = "stream", patch_size: int = 0):
   """Builds a source from a config stream (see `config_lib.base_config`).
 
   Args:
     stream: ConfigDict with `kind` (one of config_lib.STREAM_KINDS) and
       `path`, `gt_path`, `split`, `data_dir`, `image_key`, `num`, `size`,
-      `seed`; kind simulated also `task`, `domain` and `paired`.
+      `seed`; kind simulated also `task`, `domain` and `paired`; kind
+      rendered also `block_size`, `draws` and `blocks_per_photo`.
     name: the config field, for error messages (e.g. "config.data.real").
+    patch_size: the training patch: a rendered stream without block_size
+      renders windows of this side (see dada_jax.data.rendered).
 
   Returns:
     A source, or None for kind "none".
@@ -40,7 +43,7 @@ def build_source(stream, name: str = "stream"):
     return sources.FlistSource(stream.path)
   if kind == "paired_flists":
     return sources.PairedFlists(stream.path, stream.gt_path)
-  if kind in ("builtin", "simulated"):
+  if kind in ("builtin", "simulated", "rendered"):
     # builtin: clean photos from pip wheels (or the folder `path`), max side
     # `size`; simulated: those degraded by `task`/`domain` with `seed`, paired
     # or not per `paired` (see dada_jax.data.simulated). Imported here, as
@@ -51,6 +54,20 @@ def build_source(stream, name: str = "stream"):
                                  max_side=stream.size or None)
     if kind == "builtin":
       return base
+    if kind == "rendered":
+      from dada_jax.data import rendered  # pylint: disable=g-import-not-at-top
+      if not (stream.block_size or patch_size):
+        raise DataError(f"{name}: kind 'rendered' needs block_size > 0 "
+                        "(a test set) or a training patch size")
+      try:
+        return rendered.RenderedPairs(
+            base, stream.task, stream.domain, stream.seed,
+            paired=stream.paired,
+            patch_size=None if stream.block_size else patch_size,
+            block_size=stream.block_size or None, draws=stream.draws,
+            blocks_per_photo=stream.blocks_per_photo)
+      except ValueError as e:
+        raise DataError(f"{name}: {e}") from e
     try:
       return simulated.SimulatedPairs(base, stream.task, stream.domain,
                                       stream.seed, paired=stream.paired)

@@ -118,8 +118,9 @@ class BuiltinPhotos:
     paths: the files read, in the same order.
 
   Raises:
-    DataError: no image for `split` (packages missing, or fewer than two
-      images in `images_dir`); the message says how to fix it.
+    DataError: a built-in photo is missing (its package is not installed),
+      or `images_dir` holds fewer than two images; the message says how to
+      fix it.
     ValueError: bad `split` or `max_side`.
   """
 
@@ -150,15 +151,16 @@ class BuiltinPhotos:
   @staticmethod
   def _builtin(split: str) -> tuple[list[str], list[str]]:
     present = available()
-    names = sorted(n for n, (_, _, s) in BUILTIN.items()
-                   if n in present and split in (s, "all"))
-    if not names:
+    if absent := missing():
+      # Never a silently smaller set: results would not be comparable.
       raise DataError(
-          f"no built-in photos for split {split!r}: they ship inside the "
-          "scikit-image and sporco wheels. Install them with\n"
-          "  pip install scikit-image && pip install --no-deps sporco\n"
-          "or pass images_dir=<a folder of clean photos>. Missing:\n  " +
-          "\n  ".join(missing()))
+          f"{len(absent)} of the {len(BUILTIN)} built-in photos are missing:"
+          " they ship inside the scikit-image and sporco wheels. Install "
+          "them with\n  pip install scikit-image && pip install --no-deps "
+          "sporco\nor pass images_dir=<a folder of clean photos>. Missing:"
+          "\n  " + "\n  ".join(absent))
+    names = sorted(n for n, (_, _, s) in BUILTIN.items()
+                   if split in (s, "all"))
     return names, [present[n] for n in names]
 
   @staticmethod

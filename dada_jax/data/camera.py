@@ -169,6 +169,22 @@ def process_bayer(bayer: np.ndarray, cam: CameraParams) -> np.ndarray:
       np.broadcast_to(cam.gains, bayer.shape + (3,)))), cam)
 
 
+def render(srgb: np.ndarray, cam: CameraParams,
+           rng: np.random.Generator | None = None) -> np.ndarray:
+  """sRGB [H, W, 3] in [0, 1] photographed by `cam`: unprocess, RGGB mosaic,
+  raw Poisson-Gaussian noise (skipped when `rng` is None), white balance,
+  Malvar demosaic, CCM, gamma, tone curve. Returns float64 in [0, 1].
+
+  With and without noise, the two renders differ only by the sensor noise as
+  the ISP carries it (demosaicked, colour-mixed, gamma-scaled), so
+  `render(x, cam)` is the clean target of `render(x, cam, rng)`.
+  """
+  raw = mosaic(unprocess(srgb, cam))
+  if rng is not None:
+    raw = add_raw_noise(raw, cam.shot_noise, cam.read_noise, rng)
+  return process_bayer(raw, cam)
+
+
 def mosaic(rgb: np.ndarray) -> np.ndarray:
   """RGGB Bayer sampling of [H, W, 3] -> [H, W] (same dtype)."""
   out = np.empty(rgb.shape[:2], rgb.dtype)

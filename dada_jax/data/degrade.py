@@ -88,9 +88,7 @@ def camera_noise(
   """
   clean = _as_image(clean)
   cam = camera.sample_camera_params(rng, shot_noise_range)
-  bayer = camera.mosaic(camera.unprocess(clean, cam))
-  noisy = camera.add_raw_noise(bayer, cam.shot_noise, cam.read_noise, rng)
-  out = camera.process_bayer(noisy, cam)
+  out = camera.render(clean, cam, rng)
   return camera.jpeg(out, camera.resolve_jpeg_quality(jpeg_quality, rng))
 
 

@@ -75,7 +75,8 @@ def _process(process_index, process_count):
 
 def _train_stream(source, stream: str, *, seed: int, process_index: int,
                   process_count: int, patch_size: int, augment: bool,
-                  value_range: str, sigma_range) -> grain.MapDataset:
+                  value_range: str, sigma_range,
+                  awgn: bool = False) -> grain.MapDataset:
   """One infinite, shuffled, cropped and augmented stream of this host."""
   ds = grain.MapDataset.source(source)[process_index::process_count]
   if not len(ds):  # pylint: disable=g-explicit-length-test
@@ -86,10 +87,19 @@ def _train_stream(source, stream: str, *, seed: int, process_index: int,
   ds = ds.random_map(transforms.CropAndAugment(patch_size, augment),
                      seed=s(1))
   ds = ds.map(transforms.ToFloat(value_range))
-  if stream == "syn" and not is_paired(source):
+  if (stream == "syn" or awgn) and not is_paired(source):
     ds = ds.random_map(transforms.AddNoise(value_range, sigma_range),
                        seed=s(2))
+    if stream != "syn":  # keep the noisy image only, as an unpaired stream
+      ds = ds.map(_NoisyOnly())
   return ds
+
+
+class _NoisyOnly(grain.transforms.Map):
+  """{"lq", "gt"} -> {"image": lq}."""
+
+  def map(self, element):
+    return {"image": element["lq"]}
 
 
 def make_train_dataset(
@@ -99,7 +109,8 @@ def make_train_dataset(
     num_workers: int = 0, num_threads: int = 4,
     prefetch_buffer_size: int = 8, check_files: bool = True,
     process_index: int | None = None,
-    process_count: int | None = None) -> grain.IterDataset:
+    process_count: int | None = None,
+    real_awgn: bool = False) -> grain.IterDataset:
   """The infinite training stream of this host (see the module docstring).
 
   Args:
@@ -121,6 +132,8 @@ def make_train_dataset(
       problems (missing folders, unmatched pairs, ...) are always checked.
     process_index: this host (default `jax.process_index()`).
     process_count: number of hosts (default `jax.process_count()`).
+    real_awgn: `real` is clean-only and gets `syn`'s online AWGN (its own
+      draws): the sim2real control, a second synthetic stream.
 
   Returns:
     An IterDataset of dicts of [B, patch, patch, 3] float32 arrays.
@@ -134,13 +147,17 @@ def make_train_dataset(
                     f"by process_count={process_count}")
   streams = {"syn": syn, "real": real, "ref": ref}
   streams = {k: v for k, v in streams.items() if v is not None}
+  if real_awgn and real is not None and is_paired(real):
+    raise DataError(f"real_awgn: {real!r} is paired; the AWGN control needs "
+                    "a clean-only real stream ({'image'} elements)")
   sources_lib.check_sources(list(streams.values()), patch_size,
                             decode=check_files)
   datasets = [
       _train_stream(source, name, seed=seed, process_index=process_index,
                     process_count=process_count, patch_size=patch_size,
                     augment=augment, value_range=value_range,
-                    sigma_range=sigma_range)
+                    sigma_range=sigma_range,
+                    awgn=real_awgn and name == "real")
       for name, source in streams.items()]
   # All streams are infinite (the same length), so zipping by index is exact.
   ds = grain.experimental.ZipMapDataset(datasets)

@@ -310,7 +310,8 @@ def check_sources(sources: Sequence[Any], min_size: int = 0, *,
 
   Args:
     sources: sources from this module (each has `problems` from listing and
-      `check_item(index, min_size)`).
+      `check_item(index, min_size)`, or its own `check(min_size)`, as a
+      generated source of many items has).
     min_size: smallest allowed image height and width (the training patch).
     decode: also open and decode every image once (slow for big datasets);
       otherwise only the listing problems (missing folders, unmatched pairs,
@@ -325,7 +326,10 @@ def check_sources(sources: Sequence[Any], min_size: int = 0, *,
   for source in sources:
     problems = list(source.problems)
     listed = {p.path for p in problems}  # e.g. missing: no second line
-    if decode and len(source):
+    own_check = getattr(source, "check", None)
+    if decode and own_check is not None:  # a generated source checks itself
+      problems.extend(p for p in own_check(min_size) if p.path not in listed)
+    elif decode and len(source):
       with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
         for item_problems in pool.map(
             lambda i, s=source: s.check_item(i, min_size), range(len(source))):

@@ -1,36 +1,45 @@
 """The sim2real benchmark: does noise-space adaptation move a restorer trained
-on synthetic pairs toward a (simulated) real domain?
+on synthetic pairs toward a (simulated) real domain, beyond what any extra
+training signal would do?
 
-  dada-jax sim2real --task denoise --seeds 3 --warmup-steps 2000 \
-      --warmup-lr 1e-3 --steps 300 --critic-warmup-steps 150 --output OUT \
-      [--images DIR] [--methods vanilla,dda,oracle,...] [--probe-batches 2]
+  dada-jax sim2real --task denoise --seeds 3 --protocol branch \
+      --warmup-steps 2000 --warmup-lr 1e-3 --steps 300 \
+      --critic-warmup-steps 150 --output OUT [--images DIR] [--methods ...]
 
-Protocol, per seed (configs/demo.py's networks and data unless overridden):
-  1. warm-up: a restorer trained from scratch on the synthetic pairs alone
-     (`warmup_steps`, optionally at its own learning rate), so every branch
-     starts from a competent baseline. It is checked against a trained 7x7
-     linear filter on the synthetic test set, and cached in
-     OUT/runs/warmup_seed_<s>/ for later runs with the same settings.
-  2. branches from the warmed-up restorer, each `steps` restorer updates on
-     the same data seed:
-       vanilla       synthetic pairs only (the baseline)
-       dda           + the diffusion critic on the real stream (the paper)
-       no_shuffle    dda without the channel shuffle (ablation)
-       no_negatives  dda without residual-swapped negatives (ablation)
-       oracle        supervised on the simulated-real pairs (upper bound)
-     A branch with a critic starts from a fresh one (as the paper trains),
-     first trained alone for `critic_warmup_steps` on the frozen restorer
-     when asked, and measures on training batches how its gradient into the
-     restorer aligns with real-domain supervision (`dada_jax.sim2real.alignment`).
-  3. the EMA restorer of every branch is scored (RGB PSNR/SSIM) on held-out
-     photos with the real degradation (`*_real`) and with the synthetic one
-     (`*_syn`); test photos are never trained on and nothing is tuned on them.
+Data (configs/demo.py): native-resolution windows of the built-in photos
+rendered so that the degradation is the only gap (`dada_jax.data.rendered`);
+scored per fixed block (`blocks`): test = held-out photos, validation =
+train photos under new draws, syn_test = held-out photos with synthetic
+degradation.
 
-Writes OUT/runs/seed_<s>.json after every branch (keeping branches of other
-methods an earlier run saved from the same warm-up), then (`sim2real.report`)
-OUT/results.json (every run), OUT/results.md (mean ± std over seeds, the
-alignment table), OUT/psnr_vs_step.png and OUT/comparison.png (input |
-vanilla | dda | ground truth, real test photos).
+Methods, each with the same restorer updates and data seed:
+  vanilla       synthetic pairs only (the baseline)
+  dda           + the diffusion critic on the real stream (the paper)
+  control       dda with the real stream replaced by a second, independent
+                synthetic stream: same objective and critic, no real data.
+                If dda ≈ control, DDA's effect is regularization.
+  oracle        supervised on the real stream's pairs (the upper bound)
+  no_shuffle, no_negatives   the paper's ablations
+  dda_ex        dda whose critic noises a clean reference set instead of y
+
+Protocols:
+  branch  a synthetic-only warm-up (`warmup_steps`, cached in
+          OUT/runs/warmup_seed_<s>/), then every method from its EMA
+          restorer; a method with a critic starts a fresh critic, trained
+          alone on the frozen restorer for `critic_warmup_steps` first.
+  joint   the paper's: restorer and critic trained together from the same
+          random restorer, α ramped over `ramp_fraction` of the steps.
+
+Go/no-go: before any method with a critic, an oracle must beat vanilla by
+`GO_MARGIN_DB` on the validation blocks, both trained from scratch (branch:
+the warm-up and its twin trained on the real pairs; joint: the vanilla and
+oracle runs); else the seed stops and says so. Nothing is chosen on test.
+
+Writes OUT/blocks.json (every block: photo, window, draw, seed, input
+PSNR), OUT/runs/seed_<s>.json after every method, then (`report`)
+OUT/results.json, OUT/results.md (verdict, paired gains with bootstrap
+intervals, fraction of the oracle's gain), OUT/psnr_vs_step.png and
+OUT/comparison.png (`figures`).
 """
 
 from __future__ import annotations
@@ -43,18 +52,13 @@ import time
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
 from dada_jax import config_lib
-from dada_jax import data
 from dada_jax import errors
-from dada_jax import evaluate
 from dada_jax import image_io
-from dada_jax import metrics
 from dada_jax import models
-from dada_jax import objective
 from dada_jax import outputs
 from dada_jax import sharding
 from dada_jax import train as train_lib
@@ -62,12 +66,16 @@ from dada_jax import train_step as step_lib
 from dada_jax import weights
 from dada_jax.data import train_data
 from dada_jax.sim2real import alignment as alignment_lib
+from dada_jax.sim2real import blocks as blocks_lib
+from dada_jax.sim2real import figures
+from dada_jax.sim2real.report import GO_MARGIN_DB
 from dada_jax.sim2real.report import METHODS
 from dada_jax.sim2real.report import ReportError
 from dada_jax.sim2real.report import aggregate
-from dada_jax.sim2real.report import write_comparison
-LINEAR_TAPS = 7
-SYN_TEST_SEED = 2000
+
+PROTOCOLS = ("branch", "joint")
+CONTROL_SEED_OFFSET = 7919  # the control's second synthetic stream
+REF_SEED_OFFSET = 104729  # dda_ex's clean reference stream
 
 
 class Sim2RealError(errors.UserError):
@@ -79,32 +87,29 @@ __all__ = ["METHODS", "ReportError", "Sim2RealError", "aggregate",
 
 
 def method_config(base: mlc.ConfigDict, method: str) -> mlc.ConfigDict:
-  """The config of one branch (see the module docstring)."""
+  """The config of one method (see the module docstring)."""
   if method not in METHODS:
     raise Sim2RealError(f"--methods: unknown {method!r}; expected some of "
                         f"{list(METHODS)}")
   c = copy.deepcopy(base)
-  c.objective.mode = "vanilla" if method in ("vanilla", "oracle") else "dda"
+  c.objective.mode = {"vanilla": "vanilla", "oracle": "vanilla",
+                      "dda_ex": "dda_ex"}.get(method, "dda")
   c.objective.channel_shuffle = method != "no_shuffle"
   c.objective.negatives = method != "no_negatives"
-  if method == "oracle":
-    c.data.syn.update(kind="simulated", task=c.task, domain="real",
-                      seed=c.data.real.seed, paired=True)
+  if method == "oracle":  # supervised on the real stream's own pairs
+    c.data.syn = copy.deepcopy(c.data.real)
+    c.data.syn.paired = True
+  if method == "control":  # a second synthetic stream in the real slot
+    c.data.real = copy.deepcopy(c.data.syn)
+    c.data.real.update(seed=c.data.real.seed + CONTROL_SEED_OFFSET,
+                       paired=False, awgn=not config_lib.stream_paired(
+                           c.data.syn))
+  if method == "dda_ex" and c.data.ref.kind == "none":
+    c.data.ref = copy.deepcopy(c.data.syn)
+    c.data.ref.update(seed=c.data.ref.seed + REF_SEED_OFFSET, paired=False,
+                      domain="clean" if c.data.ref.kind == "rendered" else
+                      c.data.ref.domain)
   return c
-
-
-def test_sources(config: mlc.ConfigDict):
-  """(real test, synthetic test): the eval photos with each degradation."""
-  real = data.build_source(config.eval, "config.eval")
-  syn_stream = copy.deepcopy(config.eval)
-  syn_stream.update(domain="synthetic", seed=SYN_TEST_SEED)
-  return real, data.build_source(syn_stream, "config.eval (synthetic)")
-
-
-def _score(config, params, source, **kw):
-  r = evaluate.evaluate_paired(config, params, source, preset="rgb",
-                               num_samples=0, **kw)
-  return r["psnr"], r["ssim"]
 
 
 def train_branch(config: mlc.ConfigDict, params, steps: int, *, init_rng,
@@ -130,56 +135,6 @@ def train_branch(config: mlc.ConfigDict, params, steps: int, *, init_rng,
 
   return train_lib.run_steps(c, mesh, state, shardings, data_iter, step_rng,
                              stop=steps, on_step=on_step)
-
-
-def fit_linear_filter(config, steps: int, seed: int):
-  """A 7x7 linear filter (3 -> 3 channels, bias) trained like the restorer
-  (Charbonnier, Adam) on the synthetic pairs; returns restore(image)."""
-  import optax  # pylint: disable=g-import-not-at-top
-  k, pad = LINEAR_TAPS, LINEAR_TAPS // 2
-  w = np.zeros((k, k, 3, 3), np.float32)
-  w[pad, pad] = np.eye(3)
-  params = {"w": jnp.asarray(w), "b": jnp.zeros((3,), jnp.float32)}
-
-  def apply(p, x):  # x: [B, H, W, 3], edge-padded so edges are not darkened
-    x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
-    return jax.lax.conv_general_dilated(
-        x, p["w"], (1, 1), "VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["b"]
-
-  tx = optax.adam(1e-3)
-  opt = tx.init(params)
-  eps = config.objective.charbonnier_eps
-
-  @jax.jit
-  def step(params, opt, lq, gt):
-    def loss(p):
-      return objective.charbonnier(gt, apply(p, lq), eps)
-    grads = jax.grad(loss)(params)
-    updates, opt = tx.update(grads, opt)
-    return optax.apply_updates(params, updates), opt
-
-  c = copy.deepcopy(config)
-  c.objective.mode, c.seed = "vanilla", seed
-  data_iter, _ = train_data.make_train_data(c)
-  for _ in range(steps):
-    b = next(data_iter)
-    params, opt = step(params, opt, b["syn_lq"], b["syn_gt"])
-  return jax.jit(lambda x: apply(params, x[None])[0])
-
-
-def score_fn(config, restore, source) -> tuple[float, float]:
-  """Mean RGB PSNR/SSIM of `restore` ([H, W, 3] -> [H, W, 3]) on `source`."""
-  vr = config.data.value_range
-  psnrs, ssims = [], []
-  for i in range(len(source)):
-    item = source[i]
-    lq = image_io.to_float(item["lq"], vr)
-    out = np.asarray(restore(jnp.asarray(lq)))
-    r = metrics.evaluate_pair(out, item["gt"], "rgb", value_range=vr)
-    psnrs.append(r["psnr"])
-    ssims.append(r["ssim"])
-  return float(np.mean(psnrs)), float(np.mean(ssims))
 
 
 def probe_batches(config: mlc.ConfigDict, n: int, seed: int) -> list[dict]:
@@ -212,15 +167,17 @@ def _warmup_key(config: mlc.ConfigDict, seed: int, steps: int) -> str:
 
 
 def warm_up(base: mlc.ConfigDict, seed: int, steps: int, init_rng, warm_rng,
-            lr: float = 0.0, cache: str | None = None):
-  """(EMA restorer, whether it came from `cache`) of the synthetic-only
-  warm-up at learning rate `lr` (0: the config's).
+            lr: float = 0.0, cache: str | None = None,
+            method: str = "vanilla"):
+  """(EMA restorer, whether it came from `cache`) of `method` (vanilla: the
+  synthetic-only warm-up; oracle: its go/no-go twin on the real pairs),
+  trained from scratch at learning rate `lr` (0: the config's).
 
   `cache` is a folder: each warm-up is saved there by `weights.save_params`
   in a subfolder named by a hash of everything it depends on, so a later run
   with the same settings reuses it and other settings never overwrite it.
   """
-  warm_cfg = method_config(base, "vanilla")
+  warm_cfg = method_config(base, method)
   if lr:
     warm_cfg.optim.lr = lr
   key = _warmup_key(warm_cfg, seed, steps)
@@ -236,7 +193,7 @@ def warm_up(base: mlc.ConfigDict, seed: int, steps: int, init_rng, warm_rng,
   ema = jax.device_get(warm["ema"]["restorer"])
   if saved:
     weights.save_params(saved, {"restorer": ema}, warm_cfg,
-                        source=f"sim2real warm-up: {key}")
+                        source=f"sim2real warm-up ({method}): {key}")
   return ema, False
 
 
@@ -252,143 +209,246 @@ def warm_up_critic(cfg: mlc.ConfigDict, params: dict, steps: int, rng,
   return jax.device_get(state["params"]["critic"])
 
 
-def run_seed(base: mlc.ConfigDict, seed: int, *, warmup_steps: int,
-             steps: int, methods, eval_every: int, critic_warmup_steps: int = 0,
-             num_probe_batches: int = 0, warmup_lr: float = 0.0,
-             warmup_cache: str | None = None, log=print,
-             on_progress=None) -> dict:
-  """Warm-up, linear-filter check and every branch of one seed.
+def _critic_methods(methods) -> list[str]:
+  return [m for m in methods if m not in ("vanilla", "oracle")]
 
-  Branches with a critic first warm it up for `critic_warmup_steps` on the
-  frozen warm-up restorer. With `num_probe_batches` > 0 their curves carry
-  `alignment` (see `dada_jax.sim2real.alignment`) at step 0 and every eval.
-  `on_progress(result)` runs after the warm-up and after each branch with the
-  result so far (so an interrupted run keeps its finished branches).
+
+def order_methods(methods) -> list[str]:
+  """vanilla and oracle first (the go/no-go check needs them), then the rest
+  in the order given."""
+  first = [m for m in ("vanilla", "oracle") if m in methods]
+  return first + [m for m in methods if m not in first]
+
+
+def gate_record(vanilla, oracle) -> dict:
+  """The go/no-go check of one seed from validation block PSNRs."""
+  room = float(np.mean(oracle) - np.mean(vanilla))
+  return {"headroom_val": room, "go": room >= GO_MARGIN_DB,
+          "blocks_vanilla": [round(float(v), 4) for v in vanilla],
+          "blocks_oracle": [round(float(v), 4) for v in oracle]}
+
+
+def run_seed(base: mlc.ConfigDict, seed: int, *, protocol: str,
+             warmup_steps: int, steps: int, methods, eval_every: int,
+             scorers: dict, critic_warmup_steps: int = 0,
+             num_probe_batches: int = 0, warmup_lr: float = 0.0,
+             warmup_cache: str | None = None, gate: bool = True, log=print,
+             on_progress=None) -> dict:
+  """Every method of one seed under `protocol` ("branch" or "joint").
+
+  branch: a synthetic-only warm-up (`warmup_steps`, cached in
+  `warmup_cache`), then each method `steps` updates from its EMA restorer.
+  joint: each method trains restorer and critic together from the same
+  random restorer for `steps` updates, the paper's protocol.
+
+  Before the methods with a critic, the go/no-go check compares an oracle
+  and vanilla trained from scratch on the validation blocks (branch: the
+  warm-up and its twin trained on the real pairs; joint: the vanilla and
+  oracle runs, which run first) and records it as `gate`. With `gate`, the
+  methods with a critic run only if the oracle wins by `GO_MARGIN_DB`; else
+  the seed stops there. `scorers` holds `blocks.Scorer`s for "test", "validation" and
+  "syn_test". `on_progress(result)` runs after the warm-up and each method
+  (an interrupted run keeps its finished methods).
   """
   on_progress = on_progress or (lambda r: None)
-  real_test, syn_test = test_sources(base)
   rng = jax.random.key(seed)
   init_rng, warm_rng, branch_rng = jax.random.split(rng, 3)
-  start = time.perf_counter()
-  # Branches start from the warm-up's EMA restorer, the one scored here.
-  warm_ema, cached = warm_up(base, seed, warmup_steps, init_rng, warm_rng,
-                             lr=warmup_lr, cache=warmup_cache)
-  if cached:
-    log(f"seed {seed}: warm-up restorer from {warmup_cache}")
-  psnr_real, ssim_real = _score(base, warm_ema, real_test)
-  psnr_syn, ssim_syn = _score(base, warm_ema, syn_test)
-  linear = fit_linear_filter(base, min(warmup_steps, 1000), 1000 * seed)
-  lin_psnr_syn, _ = score_fn(base, linear, syn_test)
-  lin_psnr_real, _ = score_fn(base, linear, real_test)
-  out = {"seed": seed, "warmup": {
-      "steps": warmup_steps, "lr": warmup_lr or base.optim.lr,
-      "psnr_real": psnr_real, "ssim_real": ssim_real,
-      "psnr_syn": psnr_syn, "ssim_syn": ssim_syn,
-      "linear_filter_psnr_syn": lin_psnr_syn,
-      "linear_filter_psnr_real": lin_psnr_real,
-      "beats_linear_filter": psnr_syn > lin_psnr_syn,
-      "seconds": time.perf_counter() - start}, "runs": [], "restorers": {}}
-  log(f"seed {seed} warm-up {warmup_steps} steps: PSNR real {psnr_real:.2f} "
-      f"syn {psnr_syn:.2f} (7x7 linear filter: syn {lin_psnr_syn:.2f}, real "
-      f"{lin_psnr_real:.2f})")
-  on_progress(out)
-  probes = probe_batches(base, num_probe_batches, 1000 * seed + 3)
-  for method in methods:
-    cfg = method_config(base, method)
+  out = {"seed": seed, "protocol": protocol, "runs": [], "restorers": {}}
+  val = scorers["validation"]
+  if protocol == "branch":
     start = time.perf_counter()
-    params = {"restorer": warm_ema}
-    with_critic = "critic" in step_lib.roles(cfg)
-    align = (alignment_lib.make_alignment_fn(cfg) if with_critic and probes
-             else None)
-    probe_rng = jax.random.fold_in(branch_rng, 2)
-    extra = {}
-    if with_critic:
-      params.update(models.init_params(
-          cfg, jax.random.fold_in(init_rng, 1), roles=("critic",)))
-      extra["critic_warmup_steps"] = critic_warmup_steps
-      if critic_warmup_steps:
-        if align is not None:
-          extra["alignment_fresh_critic"] = alignment_lib.mean_alignment(
-              align, params, probes, probe_rng)
-        params["critic"] = warm_up_critic(
-            cfg, params, critic_warmup_steps, jax.random.fold_in(branch_rng, 1),
-            data_seed=1000 * seed + 2)
-
-    scores = {}  # step -> ((psnr, ssim) real, (psnr, ssim) syn)
-
-    def point(i, ema, trained, cfg=cfg, align=align, scores=scores):
-      scores[i] = _score(cfg, ema, real_test), _score(cfg, ema, syn_test)
-      p = {"step": i, "psnr_real": scores[i][0][0],
-           "psnr_syn": scores[i][1][0]}
-      if align is not None:  # the raw params, the ones being trained
-        p["alignment"] = alignment_lib.mean_alignment(
-            align, trained, probes, probe_rng)
-      return p
-
-    curve = [{"step": 0, "psnr_real": psnr_real, "psnr_syn": psnr_syn}]
-    if align is not None:
-      curve[0]["alignment"] = alignment_lib.mean_alignment(
-          align, params, probes, probe_rng)
-
-    state = train_branch(
-        cfg, params, steps, init_rng=branch_rng, step_rng=branch_rng,
-        data_seed=1000 * seed + 1,
-        on_eval=lambda i, st: curve.append(point(
-            i, jax.device_get(st["ema"]["restorer"]), st["params"])),
-        eval_every=eval_every)
-    ema = jax.device_get(state["ema"]["restorer"])
-    if steps not in scores:  # the last curve point already scored this EMA
-      point(steps, ema, None, align=None)
-    (pr, sr), (ps, ss) = scores[steps]
-    out["runs"].append({
-        "task": base.task, "method": method, "seed": seed, "steps": steps,
-        "warmup_steps": warmup_steps, "psnr_real": pr, "ssim_real": sr,
-        "psnr_syn": ps, "ssim_syn": ss, "curve": curve, **extra,
-        "seconds": time.perf_counter() - start})
+    start_params, cached = warm_up(base, seed, warmup_steps, init_rng,
+                                   warm_rng, lr=warmup_lr, cache=warmup_cache)
+    if cached:
+      log(f"seed {seed}: warm-up restorer from {warmup_cache}")
+    out["warmup"] = {
+        "steps": warmup_steps, "lr": warmup_lr or base.optim.lr,
+        "psnr_real": float(scorers["test"](start_params).mean()),
+        "psnr_val": float(val(start_params).mean()),
+        "psnr_syn": float(scorers["syn_test"](start_params).mean()),
+        "seconds": time.perf_counter() - start}
+    log(f"seed {seed} warm-up {warmup_steps} steps: PSNR real "
+        f"{out['warmup']['psnr_real']:.2f} val {out['warmup']['psnr_val']:.2f}"
+        f" syn {out['warmup']['psnr_syn']:.2f}")
+    if _critic_methods(methods):
+      # Go/no-go: the warm-up against its twin trained on the real pairs.
+      oracle, _ = warm_up(base, seed, warmup_steps, init_rng, warm_rng,
+                          lr=warmup_lr, cache=warmup_cache, method="oracle")
+      out["gate"] = gate_record(val(start_params), val(oracle))
+    on_progress(out)
+  else:
+    start_params = models.init_params(base, init_rng, roles=("restorer",))[
+        "restorer"]
+  probes = probe_batches(base, num_probe_batches, 1000 * seed + 3)
+  announced = False
+  for method in order_methods(methods):
+    ran = {r["method"]: r for r in out["runs"]}
+    if (method in _critic_methods(methods) and "gate" not in out and
+        {"vanilla", "oracle"} <= set(ran)):  # joint: they ran first
+      out["gate"] = gate_record(ran["vanilla"]["blocks"]["validation"],
+                                ran["oracle"]["blocks"]["validation"])
+    if (method in _critic_methods(methods) and not gate and "gate" in out
+        and not announced):
+      announced = True
+      log(f"seed {seed}: go/no-go (reported, not enforced): oracle − vanilla"
+          f" on validation {out['gate']['headroom_val']:+.2f} dB")
+    if method in _critic_methods(methods) and gate:
+      if not out["gate"]["go"]:
+        log(f"seed {seed}: NO-GO: oracle − vanilla on validation is "
+            f"{out['gate']['headroom_val']:+.2f} dB < {GO_MARGIN_DB} dB; "
+            "the methods with a critic are skipped (make the real domain "
+            "harder or train longer; --no-gate runs them anyway)")
+        on_progress(out)
+        break
+      log(f"seed {seed}: GO: oracle − vanilla on validation "
+          f"{out['gate']['headroom_val']:+.2f} dB")
+    run, ema = run_method(base, method, start_params, seed, protocol=protocol,
+                          steps=steps, eval_every=eval_every, scorers=scorers,
+                          critic_warmup_steps=critic_warmup_steps,
+                          probes=probes, init_rng=init_rng,
+                          branch_rng=branch_rng, log=log)
+    run["warmup_steps"] = warmup_steps if protocol == "branch" else 0
+    out["runs"].append(run)
     out["restorers"][method] = ema
-    cos = curve[-1].get("alignment", {}).get("cos_diff_real")
-    log(f"seed {seed} {method:>12}: PSNR real {pr:.2f} syn {ps:.2f}  SSIM "
-        f"real {sr:.4f} syn {ss:.4f}" + (
-            f"  cos(diff_real, oracle) {cos:+.3f}" if cos is not None else "")
-        + f"  ({time.perf_counter() - start:.0f}s)")
     on_progress(out)
   return out
+
+
+def run_method(base, method, start_params, seed, *, protocol, steps,
+               eval_every, scorers, critic_warmup_steps, probes, init_rng,
+               branch_rng, log=print):
+  """(run record, final EMA restorer) of one method from `start_params`."""
+  cfg = method_config(base, method)
+  start = time.perf_counter()
+  params = {"restorer": start_params}
+  with_critic = "critic" in step_lib.roles(cfg)
+  align = (alignment_lib.make_alignment_fn(cfg) if with_critic and probes
+           else None)
+  probe_rng = jax.random.fold_in(branch_rng, 2)
+  extra = {}
+  if with_critic:
+    params.update(models.init_params(
+        cfg, jax.random.fold_in(init_rng, 1), roles=("critic",)))
+    extra["critic_warmup_steps"] = critic_warmup_steps
+    if critic_warmup_steps:
+      if align is not None:
+        extra["alignment_fresh_critic"] = alignment_lib.mean_alignment(
+            align, params, probes, probe_rng)
+      params["critic"] = warm_up_critic(
+          cfg, params, critic_warmup_steps, jax.random.fold_in(branch_rng, 1),
+          data_seed=1000 * seed + 2)
+
+  def point(i, ema, trained=None):
+    p = {"step": i, "psnr_real": float(scorers["test"](ema).mean()),
+         "psnr_val": float(scorers["validation"](ema).mean())}
+    if align is not None and trained is not None:  # the raw params
+      p["alignment"] = alignment_lib.mean_alignment(align, trained, probes,
+                                                    probe_rng)
+    return p
+
+  curve = [point(0, start_params, params)]
+  state = train_branch(
+      cfg, params, steps, init_rng=branch_rng, step_rng=branch_rng,
+      data_seed=1000 * seed + 1,
+      on_eval=lambda i, st: curve.append(point(
+          i, jax.device_get(st["ema"]["restorer"]), st["params"])),
+      eval_every=eval_every)
+  ema = jax.device_get(state["ema"]["restorer"])
+  raw = jax.device_get(state["params"]["restorer"])
+  block_psnr = {k: scorers[k](ema) for k in ("test", "validation",
+                                              "syn_test")}
+  run = {
+      "task": base.task, "method": method, "seed": seed,
+      "protocol": protocol, "steps": steps,
+      "psnr_real": float(block_psnr["test"].mean()),
+      "psnr_syn": float(block_psnr["syn_test"].mean()),
+      "psnr_val": float(block_psnr["validation"].mean()),
+      "raw": {"psnr_real": float(scorers["test"](raw).mean()),
+              "psnr_val": float(scorers["validation"](raw).mean())},
+      "blocks": {k: [round(float(v), 4) for v in b]
+                 for k, b in block_psnr.items()},
+      "curve": curve, **extra, "seconds": time.perf_counter() - start}
+  cos = curve[-1].get("alignment", {}).get("cos_diff_real")
+  log(f"seed {seed} {method:>12}: PSNR real {run['psnr_real']:.2f} syn "
+      f"{run['psnr_syn']:.2f} val {run['psnr_val']:.2f} (raw weights: real "
+      f"{run['raw']['psnr_real']:.2f})" + (
+          f"  cos(diff_real, oracle) {cos:+.3f}" if cos is not None else "")
+      + f"  ({run['seconds']:.0f}s)")
+  return run, ema
 
 
 # ------------------------------------------------ the command behind `sim2real`
 
 def _saver(path: str, methods, command: str):
-  """save(result) for OUT/runs/seed_<s>.json. Branches of other methods that
-  an earlier run saved there from the same warm-up are kept; a file from
-  another warm-up is moved to OUT/runs/replaced/ first, never overwritten."""
-  kept = []
+  """save(result) for OUT/runs/seed_<s>.json. Runs of other methods that an
+  earlier run saved there under the same protocol (and warm-up) are kept; a
+  file from another one is moved to OUT/runs/replaced/ first, never
+  overwritten."""
+  kept, old_key = [], None
+  key = lambda r: [r.get("protocol", "branch")] + [
+      r.get("warmup", {}).get(k) for k in ("steps", "lr")]
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
     kept = [r for r in old.get("runs", []) if r["method"] not in methods]
-    old_warmup = {k: old.get("warmup", {}).get(k) for k in ("steps", "lr")}
+    old_key = key(old)
 
   def save(result):
     nonlocal kept
-    if kept and old_warmup != {k: result["warmup"][k] for k in old_warmup}:
+    if kept and old_key != key(result):
       os.makedirs(os.path.join(os.path.dirname(path), "replaced"),
                   exist_ok=True)
       os.replace(path, os.path.join(os.path.dirname(path), "replaced",
                                     os.path.basename(path)))
       kept = []
-    out = {k: v for k, v in result.items() if k != "restorers"}
+    out = {k: v for k, v in result.items()
+           if k not in ("restorers", "outputs")}
     out.update(runs=kept + out["runs"], command=command)
     outputs.write_text(path, json.dumps(out, indent=1))
 
   return save
 
 
+def write_comparison(path: str, config, restorers: dict, block_sets: dict,
+                     crop: int = 48, rows: int = 2) -> None:
+  """comparison.png: crops of validation blocks where DDA and vanilla differ
+  most (chosen there, never on test) and crops fixed in advance on the test
+  blocks; per method the output and its residual (output − clean)."""
+  if not {"vanilla", "dda"} <= set(restorers):
+    return
+  methods = [m for m in ("vanilla", "dda", "control", "oracle")
+             if m in restorers]
+  vr = config.data.value_range
+  shown = []
+  for split in ("validation", "test"):
+    lq, gt = blocks_lib.load(block_sets[split], vr)
+    outs = {m: blocks_lib.restore(config, restorers[m], lq) for m in methods}
+    size = gt.shape[1]
+    crop = min(crop, size)
+    picks = (figures.pick_crops(outs, "dda", "vanilla", crop, rows)
+             if split == "validation" else
+             figures.fixed_crops(len(gt), size, crop, rows))
+    names = block_sets[split].blocks()
+    for b, top, left in picks:
+      win = lambda x: x[b, top:top + crop, left:left + crop]
+      images = {"input": win(image_io.to_uint8(lq, vr)),
+                **{m: win(o) for m, o in outs.items()}, "clean": win(gt)}
+      shown.append({"label": f"{split}: {names[b]['photo']} draw "
+                    f"{names[b]['draw']}", "images": images, "gt": win(gt)})
+  figures.write_comparison(path, shown, ["input", *methods, "clean"],
+                           title="simulated-real blocks: validation crops "
+                           "chosen where DDA and vanilla differ most; test "
+                           "crops fixed in advance")
+
+
 def run(config: mlc.ConfigDict, *, output: str, seeds: Sequence[int],
-        steps: int, warmup_steps: int, critic_warmup_steps: int = 0,
+        steps: int, warmup_steps: int, protocol: str = "branch",
+        ramp_fraction: float = 1 / 3, critic_warmup_steps: int = 0,
         probe_batches: int = 0, warmup_lr: float = 0.0, eval_every: int = 0,
         methods: Sequence[str] = METHODS, images: str | None = None,
-        report_only: bool = False, command: str = "") -> int:
-  """Runs the benchmark (or the demo) and prints the Markdown table.
+        gate: bool = True, report_only: bool = False,
+        command: str = "") -> int:
+  """Runs the benchmark (or the demo) and prints the Markdown report.
 
   Arguments are checked before anything is trained; the messages name the
   `dada-jax sim2real` flags.
@@ -397,16 +457,19 @@ def run(config: mlc.ConfigDict, *, output: str, seeds: Sequence[int],
     config: the base config (configs/demo.py's, usually); updated in place
       with `images` and the objective's ramp.
     output: folder for runs/, results.json, results.md and the figures.
-    seeds: the seeds to run, each its own warm-up and branches.
-    steps: restorer updates per branch after the warm-up.
-    warmup_steps: synthetic-only updates shared by a seed's branches.
-    critic_warmup_steps: critic-only updates on the frozen warm-up restorer
-      before each branch with a critic (0: a fresh critic).
+    seeds: the seeds to run, each its own warm-up (or init) and methods.
+    steps: restorer updates per method (after the warm-up, for branch).
+    warmup_steps: (branch) synthetic-only updates shared by a seed's methods.
+    protocol: "branch" (warm-up, then branches) or "joint" (from scratch).
+    ramp_fraction: α ramps up over this fraction of `steps`.
+    critic_warmup_steps: (branch) critic-only updates on the frozen warm-up
+      restorer before each method with a critic (0: a fresh critic).
     probe_batches: training batches for the gradient-alignment probe (0: off).
     warmup_lr: learning rate of the warm-up (0: config.optim.lr).
     eval_every: steps between curve points (0: steps / 5).
-    methods: the branches to run, `METHODS` names.
+    methods: `METHODS` names.
     images: a folder of clean photos to use instead of the built-in ones.
+    gate: run methods with a critic only if the go/no-go check passes.
     report_only: only re-aggregate output/runs/seed_*.json.
     command: the command line, recorded in the results.
 
@@ -421,7 +484,10 @@ def run(config: mlc.ConfigDict, *, output: str, seeds: Sequence[int],
     return 0
   for m in methods:
     method_config(config, m)  # validates the name
-  if steps < 1 or warmup_steps < 1:
+  if protocol not in PROTOCOLS:
+    raise Sim2RealError(f"--protocol {protocol!r}: expected one of "
+                        f"{PROTOCOLS}")
+  if steps < 1 or (protocol == "branch" and warmup_steps < 1):
     raise Sim2RealError("--steps and --warmup-steps must be >= 1")
   if critic_warmup_steps < 0 or probe_batches < 0:
     raise Sim2RealError("--critic-warmup-steps and --probe-batches must be "
@@ -429,30 +495,45 @@ def run(config: mlc.ConfigDict, *, output: str, seeds: Sequence[int],
   if warmup_lr < 0:
     raise Sim2RealError(f"--warmup-lr {warmup_lr}: must be >= 0 (0: the "
                         "config's optim.lr)")
+  if not 0 < ramp_fraction <= 1:
+    raise Sim2RealError(f"--ramp-fraction {ramp_fraction}: must be in (0, 1]")
+  if not seeds:
+    raise Sim2RealError("--seeds: no seed to run (give N >= 1 or a list)")
+  if (gate and protocol == "joint" and _critic_methods(methods) and
+      not {"vanilla", "oracle"} <= set(methods)):
+    raise Sim2RealError("--methods: a joint run's go/no-go check needs "
+                        "vanilla and oracle (or pass --no-gate)")
   if images:
     for stream in (config.data.syn, config.data.real, config.data.ref,
                    config.eval):
       stream.path = images
   eval_every = eval_every or max(steps // 5, 1)
-  ramp = max(steps // 3, 1)
-  config.objective.update(steps_per_epoch=0, ramp_steps=ramp)
+  config.objective.update(steps_per_epoch=0,
+                          ramp_steps=max(round(steps * ramp_fraction), 1))
   config_lib.validate(config,
                      num_devices=len(sharding.make_mesh(config).devices.flat))
-  real_test, _ = test_sources(config)
+  try:
+    sets = blocks_lib.block_sets(config)
+  except ValueError as e:
+    raise Sim2RealError(f"--config: {e}") from e
+  scorers = {k: blocks_lib.Scorer(config, v) for k, v in sets.items()}
   os.makedirs(os.path.join(output, "runs"), exist_ok=True)
+  outputs.write_text(os.path.join(output, "blocks.json"), json.dumps(
+      {k: [{**b, "input_psnr": round(float(p), 4)} for b, p in zip(
+          v.blocks(), scorers[k].input_psnr)] for k, v in sets.items()},
+      indent=0))
   for seed in seeds:
     path = os.path.join(output, "runs", f"seed_{seed}.json")
     save = _saver(path, methods, command)
     result = run_seed(
-        config, seed, warmup_steps=warmup_steps, steps=steps,
-        methods=methods, eval_every=eval_every,
+        config, seed, protocol=protocol, warmup_steps=warmup_steps,
+        steps=steps, methods=methods, eval_every=eval_every, scorers=scorers,
         critic_warmup_steps=critic_warmup_steps,
         num_probe_batches=probe_batches, warmup_lr=warmup_lr,
-        warmup_cache=os.path.join(output, "runs",
-                                  f"warmup_seed_{seed}"),
-        on_progress=save, log=lambda m: print(m, flush=True))
+        warmup_cache=os.path.join(output, "runs", f"warmup_seed_{seed}"),
+        gate=gate, on_progress=save, log=lambda m: print(m, flush=True))
     write_comparison(os.path.join(output, f"comparison_seed{seed}.png"),
-                     config, result["restorers"], real_test)
+                     config, result["restorers"], sets)
   aggregate(output, command)
   with open(os.path.join(output, "results.md")) as f:
     print(f.read())

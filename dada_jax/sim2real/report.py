@@ -16,16 +16,19 @@ import shutil
 import numpy as np
 
 from dada_jax import errors
-from dada_jax import evaluate
-from dada_jax import image_io
 from dada_jax import outputs
-from dada_jax import predict
+from dada_jax.sim2real import stats
 
-METHODS = ("vanilla", "dda", "oracle", "no_shuffle", "no_negatives")
+METHODS = ("vanilla", "dda", "control", "oracle", "no_shuffle",
+           "no_negatives", "dda_ex")
 
 
 class ReportError(errors.UserError):
   """Nothing to report; the message names the folder."""
+
+
+GO_MARGIN_DB = 2.0  # the oracle must beat vanilla by this on validation
+BASELINE = "vanilla"
 
 
 def _mean_std(values):
@@ -33,33 +36,96 @@ def _mean_std(values):
   return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
+def _blocks(runs: list[dict], method: str, split: str, seeds) -> np.ndarray:
+  by = {r["seed"]: r for r in runs if r["method"] == method}
+  return np.array([by[s]["blocks"][split] for s in seeds], np.float64)
+
+
+def _seeds_with(runs: list[dict], *methods) -> list[int]:
+  have = lambda m: {r["seed"] for r in runs if r["method"] == m}
+  return sorted(set.intersection(*(have(m) for m in methods)))
+
+
 def summarize(seeds: list[dict]) -> dict:
-  """Per-method mean/std over seeds, and DDA's gain over vanilla per seed."""
+  """Per-method means over seeds, the go/no-go check and the paired gains.
+
+  Gains are paired per (seed, test block) against vanilla (and DDA against
+  the control), with bootstrap intervals (`stats.paired`) and the fraction
+  of the oracle's gain recovered (`stats.fraction_recovered`).
+  """
   runs = [r for s in seeds for r in s["runs"]]
   methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
   table = {}
   for m in methods:
     rs = [r for r in runs if r["method"] == m]
     table[m] = {k: _mean_std([r[k] for r in rs]) for k in
-                ("psnr_real", "ssim_real", "psnr_syn", "ssim_syn")}
+                ("psnr_real", "psnr_syn", "psnr_val")}
+    table[m]["raw_psnr_real"] = _mean_std([r["raw"]["psnr_real"]
+                                           for r in rs])
     table[m]["seeds"] = len(rs)
-  out = {"methods": table}
-  by = {(r["method"], r["seed"]): r for r in runs}
-  seeds_both = sorted(s for (m, s) in by if m == "dda" and ("vanilla", s) in by)
-  if seeds_both:
-    gain = [by["dda", s]["psnr_real"] - by["vanilla", s]["psnr_real"]
-            for s in seeds_both]
-    syn = [by["dda", s]["psnr_syn"] - by["vanilla", s]["psnr_syn"]
-           for s in seeds_both]
-    out["dda_vs_vanilla"] = {
-        "seeds": seeds_both, "psnr_real_gain": gain, "psnr_syn_change": syn,
-        "mean_psnr_real_gain": float(np.mean(gain)),
-        "mean_psnr_syn_change": float(np.mean(syn)),
-        "every_seed_positive": bool(all(g > 0 for g in gain))}
+  out = {"methods": table, "protocols": sorted(
+      {s.get("protocol", "branch") for s in seeds})}
+  gates = [s["gate"] for s in seeds if "gate" in s]
+  if not gates and (both := _seeds_with(runs, "oracle", BASELINE)):
+    # A run of vanilla and oracle alone (joint: both from scratch).
+    gates = [{"blocks_oracle": o, "blocks_vanilla": v} for o, v in zip(
+        _blocks(runs, "oracle", "validation", both),
+        _blocks(runs, BASELINE, "validation", both))]
+  if gates:
+    gap = stats.paired([g["blocks_oracle"] for g in gates],
+                       [g["blocks_vanilla"] for g in gates])
+    out["go_no_go"] = {**gap, "margin_db": GO_MARGIN_DB,
+                       "go": gap["mean"] >= GO_MARGIN_DB}
+  gains = {}
+  for m in methods:
+    if m == BASELINE or not (sb := _seeds_with(runs, m, BASELINE)):
+      continue
+    g = stats.paired(_blocks(runs, m, "test", sb),
+                     _blocks(runs, BASELINE, "test", sb))
+    g["syn"] = stats.paired(_blocks(runs, m, "syn_test", sb),
+                            _blocks(runs, BASELINE, "syn_test", sb))["mean"]
+    if m != "oracle" and (so := _seeds_with(runs, m, BASELINE, "oracle")):
+      g["fraction_of_oracle"] = stats.fraction_recovered(
+          _blocks(runs, m, "test", so), _blocks(runs, BASELINE, "test", so),
+          _blocks(runs, "oracle", "test", so))
+    gains[m] = g
+  out["gains_vs_vanilla"] = gains
+  if sc := _seeds_with(runs, "dda", "control"):
+    out["dda_vs_control"] = stats.paired(_blocks(runs, "dda", "test", sc),
+                                         _blocks(runs, "control", "test", sc))
+  out["verdict"] = verdict(out)
   align = _alignment_summary(runs, methods)
   if align:
     out["alignment"] = align
   return out
+
+
+def verdict(summary: dict) -> str:
+  """One sentence: did DDA help, against vanilla and against the control."""
+  d = summary["gains_vs_vanilla"].get("dda")
+  if d is None:
+    return "no DDA run to judge"
+  ci = lambda g: f"{g['mean']:+.2f} dB [{g['ci'][0]:+.2f}, {g['ci'][1]:+.2f}]"
+  beats = d["ci"][0] > 0
+  text = f"DDA − vanilla {ci(d)}"
+  c = summary.get("dda_vs_control")
+  if c is not None:
+    text += f"; DDA − control {ci(c)}"
+    if beats and c["ci"][0] > 0:
+      head = "DDA helped, beyond the control's regularization"
+    elif beats:
+      head = ("DDA beat vanilla, but not the control: the gain is not "
+              "shown to come from the real data")
+    else:
+      head = "DDA did not beat vanilla"
+  else:
+    head = ("DDA beat vanilla (no control run: adaptation is not separated "
+            "from regularization)" if beats else "DDA did not beat vanilla")
+  n = d["seeds"]
+  return (f"{head}: {text} (95% bootstrap intervals over {n} seed(s) and "
+          f"{d['blocks']} test blocks" +
+          ("; one seed: training noise is not in the interval)" if n == 1
+           else ")"))
 
 
 ALIGNMENT_KEYS = ("cos_pixel", "cos_diff_syn", "cos_diff_real", "out_cos_real")
@@ -93,31 +159,58 @@ def _alignment_summary(runs: list[dict], methods) -> dict:
   return table
 
 
-def markdown(seeds: list[dict], summary: dict, command: str = "") -> str:
-  """The Markdown report: warm-up check, mean ± std table, DDA's gain."""
+def markdown(seeds: list[dict], summary: dict, command: str = "",
+             inputs: dict | None = None) -> str:
+  """The Markdown report: verdict, go/no-go, method table, paired gains."""
   fmt = lambda ms, p: f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
-  lines = []
-  if command:
-    lines += [f"`{command}`", ""]
-  lines += ["| seed | warm-up PSNR syn | 7x7 linear filter PSNR syn | "
-            "warm-up PSNR real |", "| --- | --- | --- | --- |"]
-  for s in seeds:
-    w = s["warmup"]
-    lines.append(f"| {s['seed']} | {w['psnr_syn']:.2f} | "
-                 f"{w['linear_filter_psnr_syn']:.2f} | {w['psnr_real']:.2f} |")
-  lines += ["", "| method | PSNR real | SSIM real | PSNR syn | SSIM syn | "
-            "seeds |", "| --- | --- | --- | --- | --- | --- |"]
+  ci = lambda g: f"{g['mean']:+.2f} [{g['ci'][0]:+.2f}, {g['ci'][1]:+.2f}]"
+  lines = [f"`{command}`", ""] if command else []
+  lines += [f"**{summary['verdict']}.**", "",
+            f"Protocol: {', '.join(summary['protocols'])}. PSNR in dB, RGB, "
+            "mean over fixed 8-bit blocks; `real` = held-out photos with the "
+            "simulated-real degradation (test), `val` = training photos "
+            "under new draws (validation), `syn` = held-out photos with the "
+            "synthetic degradation. EMA weights unless marked raw."]
+  if inputs:
+    lines += ["", "Input PSNR (median / mean): " + "; ".join(
+        f"{k} {np.median(v):.2f} / {np.mean(v):.2f} ({len(v)} blocks)"
+        for k, v in inputs.items())]
+  g = summary.get("go_no_go")
+  if g:
+    lines += ["", f"Go/no-go (validation, oracle − vanilla ≥ "
+              f"{g['margin_db']:.1f} dB): {ci(g)} → "
+              f"**{'GO' if g['go'] else 'NO-GO'}**"]
+  warm = [s for s in seeds if "warmup" in s]
+  if warm:
+    lines += ["", "| seed | warm-up PSNR real | warm-up PSNR val | warm-up "
+              "PSNR syn |", "| --- | --- | --- | --- |"]
+    lines += [f"| {s['seed']} | {s['warmup']['psnr_real']:.2f} | "
+              f"{s['warmup'].get('psnr_val', float('nan')):.2f} | "
+              f"{s['warmup']['psnr_syn']:.2f} |" for s in warm]
+  lines += ["", "| method | PSNR real | PSNR real, raw | PSNR val | PSNR syn "
+            "| seeds |", "| --- | --- | --- | --- | --- | --- |"]
   for m, t in summary["methods"].items():
     lines.append(f"| {m} | {fmt(t['psnr_real'], 2)} | "
-                 f"{fmt(t['ssim_real'], 4)} | {fmt(t['psnr_syn'], 2)} | "
-                 f"{fmt(t['ssim_syn'], 4)} | {t['seeds']} |")
-  d = summary.get("dda_vs_vanilla")
-  if d:
-    per = ", ".join(f"{g:+.2f}" for g in d["psnr_real_gain"])
-    lines += ["", f"DDA − vanilla, PSNR real: {d['mean_psnr_real_gain']:+.2f}"
-              f" dB on average (per seed: {per}; every seed positive: "
-              f"{'yes' if d['every_seed_positive'] else 'no'}); PSNR syn: "
-              f"{d['mean_psnr_syn_change']:+.2f} dB."]
+                 f"{fmt(t['raw_psnr_real'], 2)} | {fmt(t['psnr_val'], 2)} | "
+                 f"{fmt(t['psnr_syn'], 2)} | {t['seeds']} |")
+  gains = summary["gains_vs_vanilla"]
+  if gains:
+    lines += ["", "Paired differences on the test blocks, 95% bootstrap "
+              "intervals over seeds and blocks:", "",
+              "| comparison | PSNR real | per seed | blocks better | fraction"
+              " of oracle's gain | PSNR syn |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    rows = [(f"{m} − vanilla", g) for m, g in gains.items()]
+    if "dda_vs_control" in summary:
+      rows.append(("dda − control", summary["dda_vs_control"]))
+    for name, g in rows:
+      per = ", ".join(f"{p['mean']:+.2f}" for p in g["per_seed"])
+      f = g.get("fraction_of_oracle")
+      frac = (f"{f['mean']:.2f} [{f['ci'][0]:.2f}, {f['ci'][1]:.2f}]"
+              if f else "")
+      syn = f"{g['syn']:+.2f}" if "syn" in g else ""
+      lines.append(f"| {name} | {ci(g)} | {per} | "
+                   f"{g['blocks_positive']:.0%} | {frac} | {syn} |")
   if summary.get("alignment"):
     lines += ["", "Gradient alignment with real-domain supervision "
               "(`dada_jax.sim2real.alignment`; cosine with the oracle gradient, "
@@ -134,7 +227,7 @@ def markdown(seeds: list[dict], summary: dict, command: str = "") -> str:
 
 
 def write_plot(path: str, seeds: list[dict]) -> None:
-  """PSNR on the real test set vs branch step, mean ± std over seeds."""
+  """PSNR on the test blocks vs step, every method, mean ± std over seeds."""
   from dada_jax.sim2real import plot  # pylint: disable=g-import-not-at-top
   series, bands = {}, {}
   for m in METHODS:
@@ -145,31 +238,19 @@ def write_plot(path: str, seeds: list[dict]) -> None:
       continue
     steps = sorted(set.intersection(*map(set, curves)))
     vals = np.array([[c[t] for t in steps] for c in curves], np.float64)
-    mean, std = vals.mean(axis=0), vals.std(axis=0)
+    mean = vals.mean(axis=0)
+    std = vals.std(axis=0, ddof=1) if len(curves) > 1 else 0 * mean
     series[m] = list(zip(steps, mean.tolist()))
     if len(curves) > 1:
       bands[m] = list(zip(steps, (mean - std).tolist(), (mean + std).tolist()))
   if series:
+    protocols = sorted({s.get("protocol", "branch") for s in seeds})
     plot.line_plot(path, series, bands=bands or None,
-                   title="PSNR on the simulated-real test photos",
-                   xlabel="restorer updates after the warm-up",
+                   title="PSNR on the simulated-real test blocks "
+                   f"(mean ± std over seeds; protocol {', '.join(protocols)})",
+                   xlabel="restorer updates" + (
+                       " after the warm-up" if protocols == ["branch"] else ""),
                    ylabel="PSNR (dB)")
-
-
-def write_comparison(path: str, config, restorers: dict, source,
-                     max_rows: int = 3) -> None:
-  """Rows input | vanilla | dda | ground truth on the real test photos."""
-  names = [m for m in ("vanilla", "dda") if m in restorers]
-  vr = config.data.value_range
-  rows = []
-  for i in range(min(max_rows, len(source))):
-    item = source[i]
-    lq = image_io.to_float(item["lq"], vr)
-    outs = [image_io.to_uint8(predict.restore_array(config, restorers[m], lq),
-                              vr) for m in names]
-    rows.append([item["lq"], *outs, item["gt"]])
-  if rows:
-    evaluate.write_sample_grid(path, rows)
 
 
 def aggregate(output: str, command: str = "") -> dict:
@@ -180,15 +261,26 @@ def aggregate(output: str, command: str = "") -> dict:
       seeds.append(json.load(fh))
   if not seeds:
     raise ReportError(f"--output {output}: no runs/seed_*.json to report")
+  inputs, sets = None, {}
+  blocks_file = os.path.join(output, "blocks.json")
+  if os.path.exists(blocks_file):
+    with open(blocks_file) as fh:
+      sets = json.load(fh)
+    inputs = {k: [b["input_psnr"] for b in v] for k, v in sets.items()}
   summary = summarize(seeds)
   commands = sorted({s["command"] for s in seeds if s.get("command")})
   results = {"runs": [r for s in seeds for r in s["runs"]],
-             "warmup": [{"seed": s["seed"], **s["warmup"]} for s in seeds],
-             "summary": summary, "commands": commands or [command]}
+             "warmup": [{"seed": s["seed"], **s["warmup"]} for s in seeds
+                        if "warmup" in s],
+             "gate": [{"seed": s["seed"], **s["gate"]} for s in seeds
+                      if "gate" in s],
+             "summary": summary, "blocks": sets,
+             "commands": commands or [command]}
   outputs.write_text(os.path.join(output, "results.json"),
                      json.dumps(results, indent=1))
   outputs.write_text(os.path.join(output, "results.md"),
-                     markdown(seeds, summary, "; ".join(results["commands"])))
+                     markdown(seeds, summary, "; ".join(results["commands"]),
+                              inputs))
   write_plot(os.path.join(output, "psnr_vs_step.png"), seeds)
   first = os.path.join(output, f"comparison_seed{seeds[0]['seed']}.png")
   if os.path.exists(first):

@@ -143,13 +143,15 @@ def test_no_packages_gives_install_hint(monkeypatch):
     builtin.BuiltinPhotos("train")
 
 
-def test_one_package_still_fills_both_splits(monkeypatch):
+def test_one_missing_package_is_an_error_not_a_smaller_set(monkeypatch):
   needs("sporco")
   real = builtin._package_dir
   monkeypatch.setattr(builtin, "_package_dir",
                       lambda p: None if p == "skimage" else real(p))
-  assert builtin.BuiltinPhotos("train").names == ["kodim23", "sail", "tulips"]
-  assert builtin.BuiltinPhotos("test").names == ["monarch"]
+  with pytest.raises(data.DataError, match=r"(?s)4 of the 8 built-in photos "
+                     r"are missing.*pip install scikit-image.*astronaut: "
+                     r"skimage/data/astronaut.png not found"):
+    builtin.BuiltinPhotos("test")
 
 
 def test_feeds_the_training_and_eval_pipelines():

@@ -17,6 +17,7 @@ from dada_jax import cli
 from dada_jax import models
 from dada_jax import objective
 from dada_jax import train
+from dada_jax.data import train_data
 from dada_jax.sim2real import benchmark as sim2real
 from dada_jax.sim2real import report as sim2real_report
 
@@ -34,14 +35,38 @@ def test_branch_configs(demo):
   assert not sim2real.method_config(demo, "no_shuffle").objective.channel_shuffle
   assert not sim2real.method_config(demo, "no_negatives").objective.negatives
   oracle = sim2real.method_config(demo, "oracle")
-  # Supervised on the real training photos' degradation (not the test set's).
+  # Supervised on the real stream's own pairs: the training photos (never the
+  # test set), rendered like every other stream.
   assert oracle.objective.mode == "vanilla"
-  assert (oracle.data.syn.kind, oracle.data.syn.domain) == ("simulated", "real")
+  assert (oracle.data.syn.kind, oracle.data.syn.domain) == ("rendered", "real")
   assert oracle.data.syn.split == "train" and oracle.data.syn.paired
   assert oracle.data.syn.seed == demo.data.real.seed != demo.eval.seed
+  # The control: a second, independent synthetic stream in the real slot.
+  control = sim2real.method_config(demo, "control")
+  assert control.objective.mode == "dda"
+  assert (control.data.real.domain, control.data.real.awgn) == ("clean", True)
+  assert control.data.real.seed not in (demo.data.syn.seed,
+                                        demo.data.real.seed)
+  assert control.data.syn == demo.data.syn
+  dda_ex = sim2real.method_config(demo, "dda_ex")
+  assert dda_ex.objective.mode == "dda_ex"
+  assert (dda_ex.data.ref.kind, dda_ex.data.ref.domain) == ("rendered",
+                                                            "clean")
   assert demo.objective.mode == "dda"  # the base config is not modified
   with pytest.raises(sim2real.Sim2RealError, match="unknown 'fancy'"):
     sim2real.method_config(demo, "fancy")
+
+
+def test_control_stream_is_synthetic_noise_on_other_renders(demo):
+  """The control's real_lq is AWGN on clean renders (unclipped, not 8-bit),
+  drawn apart from the synthetic stream's."""
+  c = sim2real.method_config(demo, "control")
+  c.data.update(patch_size=16, batch_size=2)
+  batch = next(train_data.make_train_data(c)[0])
+  real = batch["real_lq"]
+  assert real.shape == (2, 16, 16, 3)
+  assert not np.allclose(real * 255, np.round(real * 255), atol=1e-3)
+  assert not np.allclose(real, batch["syn_lq"])
 
 
 def _loss_terms(config, swap):
@@ -75,47 +100,90 @@ def test_ablation_objectives(demo):
   np.testing.assert_allclose(no_neg.mse, full.mse, rtol=1e-6)
 
 
-def _seed(seed, gains):
-  runs = [{"method": m, "seed": seed, "psnr_real": 20.0 + g,
-           "ssim_real": 0.5, "psnr_syn": 30.0 - g / 10, "ssim_syn": 0.8,
-           "curve": [{"step": 0, "psnr_real": 20.0}]}
-          for m, g in (("vanilla", 0.0), ("dda", gains))]
-  return {"seed": seed, "runs": runs, "warmup": {
-      "psnr_syn": 30.0, "linear_filter_psnr_syn": 28.0, "psnr_real": 20.0}}
+def _seed(seed, gains, blocks=4):
+  """A seed's result as run_seed saves it: vanilla and dda, per-block PSNRs
+  of dda = vanilla + gains (oracle + 2 dB when asked)."""
+  base = 20.0 + np.arange(blocks, dtype=float)
+
+  def run(m, g):
+    return {"method": m, "seed": seed, "psnr_real": float((base + g).mean()),
+            "psnr_syn": 30.0 - g / 10, "psnr_val": 21.0 + g,
+            "raw": {"psnr_real": 20.0 + g, "psnr_val": 21.0 + g},
+            "blocks": {"test": list(base + g), "validation": list(base + g),
+                       "syn_test": list(base + 10 - g / 10)},
+            "curve": [{"step": 0, "psnr_real": 20.0}]}
+
+  return {"seed": seed, "protocol": "branch",
+          "runs": [run("vanilla", 0.0), run("dda", gains),
+                   run("oracle", 2.0)],
+          "warmup": {"psnr_syn": 30.0, "psnr_real": 20.0, "psnr_val": 21.0},
+          "gate": {"headroom_val": 2.5, "go": True,
+                   "blocks_vanilla": list(base),
+                   "blocks_oracle": list(base + 2.5)}}
 
 
 def test_summary_statistics():
   seeds = [_seed(0, 0.5), _seed(1, 0.1), _seed(2, -0.3)]
   s = sim2real_report.summarize(seeds)
   psnr, std = s["methods"]["dda"]["psnr_real"]
-  assert psnr == pytest.approx(20.1) and std == pytest.approx(0.4)
-  d = s["dda_vs_vanilla"]
-  assert d["psnr_real_gain"] == pytest.approx([0.5, 0.1, -0.3])
-  assert d["mean_psnr_real_gain"] == pytest.approx(0.1)
-  assert d["mean_psnr_syn_change"] == pytest.approx(-0.01)
-  assert not d["every_seed_positive"]
+  assert psnr == pytest.approx(21.6) and std == pytest.approx(0.4)
+  d = s["gains_vs_vanilla"]["dda"]
+  assert [p["mean"] for p in d["per_seed"]] == pytest.approx([0.5, 0.1, -0.3])
+  assert d["mean"] == pytest.approx(0.1) and d["ci"][0] < 0 < d["ci"][1]
+  assert d["syn"] == pytest.approx(-0.01)
+  assert d["fraction_of_oracle"]["mean"] == pytest.approx(0.05)
+  assert s["go_no_go"]["go"] and s["go_no_go"]["mean"] == pytest.approx(2.5)
+  assert s["verdict"].startswith("DDA did not beat vanilla")
   md = sim2real_report.markdown(seeds, s)
-  assert "| dda | 20.10 ± 0.40 |" in md
-  assert "every seed positive: no" in md
+  assert "| dda | 21.60 ± 0.40 |" in md
+  assert "| dda − vanilla | +0.10 [" in md and "**GO**" in md
+  # All seeds clearly positive, but a control that gains as much: DDA's gain
+  # is regularization, and the verdict says so.
+  seeds = [_seed(i, 0.5) for i in range(3)]
+  for s_ in seeds:
+    control = json.loads(json.dumps(s_["runs"][1]))
+    control["method"] = "control"
+    s_["runs"].append(control)
+  s = sim2real_report.summarize(seeds)
+  assert s["gains_vs_vanilla"]["dda"]["ci"] == pytest.approx((0.5, 0.5))
+  assert s["dda_vs_control"]["mean"] == pytest.approx(0.0)
+  assert s["verdict"].startswith("DDA beat vanilla, but not the control")
 
 
 def test_smoke_run_writes_results(tmp_path, capsys):
   out = tmp_path / "s2r"
-  rc = cli.main(["sim2real", "--config", DEMO + ":runlocal", "--seeds", "1",
-                 "--warmup-steps", "2", "--steps", "2", "--eval-every", "1",
-                 "--critic-warmup-steps", "1", "--probe-batches", "1",
-                 "--methods", "vanilla,dda", "--output", str(out)])
+  common = ["sim2real", "--config", DEMO + ":runlocal", "--seeds", "1",
+            "--warmup-steps", "2", "--output", str(out)]
+  # Two warm-up steps leave no headroom: the go/no-go check stops the seed
+  # before any method with a critic runs.
+  assert cli.main(common + ["--steps", "1", "--methods", "vanilla,dda"]) == 0
+  printed = capsys.readouterr().out
+  assert "NO-GO" in printed and "dda:" not in printed
+  first = json.loads((out / "results.json").read_text())
+  assert [r["method"] for r in first["runs"]] == ["vanilla"]
+  assert first["gate"][0]["go"] is False
+  assert "**NO-GO**" in (out / "results.md").read_text()
+  # The test blocks are named: photo, window, draw and seed of each.
+  test_blocks = first["blocks"]["test"]
+  assert {b["photo"] for b in test_blocks} == {"astronaut", "coffee",
+                                                "monarch"}
+  assert {"top", "left", "size", "draw", "seed", "input_psnr"} <= set(
+      test_blocks[0])
+  rc = cli.main(common + ["--steps", "2", "--eval-every", "1", "--no-gate",
+                          "--critic-warmup-steps", "1", "--probe-batches", "1",
+                          "--methods", "vanilla,dda"])
   assert rc == 0
   results = json.loads((out / "results.json").read_text())
-  keys = {"task", "method", "seed", "steps", "psnr_real", "ssim_real",
-          "psnr_syn", "ssim_syn"}
+  keys = {"task", "method", "seed", "steps", "protocol", "psnr_real",
+          "psnr_syn", "psnr_val", "raw", "blocks"}
   assert [r["method"] for r in results["runs"]] == ["vanilla", "dda"]
   for r in results["runs"]:
     assert keys <= set(r) and r["task"] == "denoise" and r["steps"] == 2
-    assert 5 < r["psnr_real"] < 60 and 0 < r["ssim_real"] <= 1
+    assert 5 < r["psnr_real"] < 60 and r["protocol"] == "branch"
+    assert len(r["blocks"]["test"]) == len(test_blocks)
+    assert r["psnr_real"] == pytest.approx(np.mean(r["blocks"]["test"]),
+                                           abs=1e-3)
     assert [p["step"] for p in r["curve"]] == [0, 1, 2]
-  w = results["warmup"][0]
-  assert w["beats_linear_filter"] == (w["psnr_syn"] > w["linear_filter_psnr_syn"])
   # The critic branch measures its gradient alignment at every curve point.
   dda = results["runs"][1]
   assert dda["critic_warmup_steps"] == 1
@@ -123,23 +191,22 @@ def test_smoke_run_writes_results(tmp_path, capsys):
   assert -1 <= dda["alignment_fresh_critic"]["cos_diff_real"] <= 1
   assert not any("alignment" in p for p in results["runs"][0]["curve"])
   assert set(results["summary"]["alignment"]) == {"dda"}
+  assert "dda" in results["summary"]["gains_vs_vanilla"]
   for name in ("results.md", "psnr_vs_step.png", "comparison.png",
-               "runs/seed_0.json"):
+               "runs/seed_0.json", "blocks.json"):
     assert (out / name).stat().st_size > 0
   printed = capsys.readouterr().out
   assert "| vanilla |" in printed and "Gradient alignment" in printed
-  assert "warm-up restorer from" not in printed
-  # A second run reuses the seed's cached warm-up restorer.
-  assert len(list((out / "runs/warmup_seed_0").glob("*/params"))) == 1
-  assert cli.main(["sim2real", "--config", DEMO + ":runlocal", "--seeds", "1",
-                   "--warmup-steps", "2", "--steps", "1", "--methods",
-                   "vanilla", "--output", str(out)]) == 0
+  assert "| dda − vanilla |" in printed
+  # The second run reused the seed's cached warm-up restorer.
+  assert "warm-up restorer from" in printed
+  assert len(list((out / "runs/warmup_seed_0").glob("*/params"))) == 2
+  # A third run keeps the methods it does not re-run.
+  assert cli.main(common + ["--steps", "1", "--methods", "vanilla",
+                            "--no-gate"]) == 0
   again = json.loads((out / "results.json").read_text())
-  assert again["warmup"][0]["psnr_syn"] == w["psnr_syn"]
-  # ... and keeps the branch it did not re-run.
   assert [(r["method"], r["steps"]) for r in again["runs"]] == [
       ("dda", 2), ("vanilla", 1)]
-  assert "warm-up restorer from" in capsys.readouterr().out
   # --report-only re-aggregates what is on disk.
   (out / "results.md").unlink()
   assert cli.main(["sim2real", "--config", DEMO + ":runlocal", "--output",
@@ -186,7 +253,11 @@ def test_critic_warmup_leaves_the_restorer_alone(demo):
 def test_bad_protocol_flags(tmp_path, capsys):
   for flags, message in ((["--warmup-lr", "-1"], "--warmup-lr -1.0"),
                          (["--critic-warmup-steps", "-2"],
-                          "--critic-warmup-steps")):
+                          "--critic-warmup-steps"),
+                         (["--ramp-fraction", "0"], "--ramp-fraction 0"),
+                         (["--protocol", "joint", "--methods", "dda"],
+                          "go/no-go check needs vanilla and oracle"),
+                         (["--seeds", "0"], "--seeds: no seed")):
     assert cli.main(["sim2real", "--config", DEMO + ":runlocal", "--output",
                      str(tmp_path), *flags]) == 2
     assert message in capsys.readouterr().err
@@ -228,3 +299,23 @@ def test_a_branch_trains_exactly_like_train(tmp_path):
   assert jax.tree.structure(branch) == jax.tree.structure(trained)
   for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(branch)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_joint_protocol_trains_every_method_from_scratch(tmp_path, capsys):
+  out = tmp_path / "joint"
+  assert cli.main(["sim2real", "--config", DEMO + ":runlocal", "--seeds", "1",
+                   "--protocol", "joint", "--steps", "2", "--methods",
+                   "vanilla,oracle", "--output", str(out)]) == 0
+  results = json.loads((out / "results.json").read_text())
+  assert results["warmup"] == [] and not (out / "runs/warmup_seed_0").exists()
+  runs = {r["method"]: r for r in results["runs"]}
+  assert {r["protocol"] for r in runs.values()} == {"joint"}
+  assert {r["warmup_steps"] for r in runs.values()} == {0}
+  # Both start from the same random restorer (step 0 of their curves) ...
+  assert runs["vanilla"]["curve"][0] == runs["oracle"]["curve"][0]
+  # ... and the go/no-go figure is their validation difference.
+  gap = results["summary"]["go_no_go"]
+  assert gap["mean"] == pytest.approx(
+      np.mean(runs["oracle"]["blocks"]["validation"]) -
+      np.mean(runs["vanilla"]["blocks"]["validation"]), abs=1e-3)
+  assert "Protocol: joint" in capsys.readouterr().out
