@@ -338,9 +338,12 @@ def run_method(base, method, start_params, seed, *, protocol, steps,
           cfg, params, critic_warmup_steps, jax.random.fold_in(branch_rng, 1),
           data_seed=1000 * seed + 2)
 
+  scored = {}  # step -> per-block PSNRs of that step's EMA
+
   def point(i, ema, trained=None):
-    p = {"step": i, "psnr_real": float(scorers["test"](ema).mean()),
-         "psnr_val": float(scorers["validation"](ema).mean())}
+    scored[i] = {k: scorers[k](ema) for k in ("test", "validation")}
+    p = {"step": i, "psnr_real": float(scored[i]["test"].mean()),
+         "psnr_val": float(scored[i]["validation"].mean())}
     if align is not None and trained is not None:  # the raw params
       p["alignment"] = alignment_lib.mean_alignment(align, trained, probes,
                                                     probe_rng)
@@ -355,8 +358,9 @@ def run_method(base, method, start_params, seed, *, protocol, steps,
       eval_every=eval_every)
   ema = jax.device_get(state["ema"]["restorer"])
   raw = jax.device_get(state["params"]["restorer"])
-  block_psnr = {k: scorers[k](ema) for k in ("test", "validation",
-                                              "syn_test")}
+  if steps not in scored:  # else the last curve point scored this EMA
+    point(steps, ema)
+  block_psnr = {**scored[steps], "syn_test": scorers["syn_test"](ema)}
   run = {
       "task": base.task, "method": method, "seed": seed,
       "protocol": protocol, "steps": steps,
@@ -410,7 +414,7 @@ def _saver(path: str, methods, command: str):
 
 
 def write_comparison(path: str, config, restorers: dict, block_sets: dict,
-                     crop: int = 48, rows: int = 2) -> None:
+                     scorers: dict, crop: int = 48, rows: int = 2) -> None:
   """comparison.png: crops of validation blocks where DDA and vanilla differ
   most (chosen there, never on test) and crops fixed in advance on the test
   blocks; per method the output and its residual (output − clean)."""
@@ -421,7 +425,7 @@ def write_comparison(path: str, config, restorers: dict, block_sets: dict,
   vr = config.data.value_range
   shown = []
   for split in ("validation", "test"):
-    lq, gt = blocks_lib.load(block_sets[split], vr)
+    lq, gt = scorers[split].lq, scorers[split].gt  # loaded once, in run
     outs = {m: blocks_lib.restore(config, restorers[m], lq) for m in methods}
     size = gt.shape[1]
     crop = min(crop, size)
@@ -533,7 +537,7 @@ def run(config: mlc.ConfigDict, *, output: str, seeds: Sequence[int],
         warmup_cache=os.path.join(output, "runs", f"warmup_seed_{seed}"),
         gate=gate, on_progress=save, log=lambda m: print(m, flush=True))
     write_comparison(os.path.join(output, f"comparison_seed{seed}.png"),
-                     config, result["restorers"], sets)
+                     config, result["restorers"], sets, scorers)
   aggregate(output, command)
   with open(os.path.join(output, "results.md")) as f:
     print(f.read())
