@@ -91,7 +91,16 @@ def base_config(task: str) -> mlc.ConfigDict:
       lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=0.0,
       ema_decay=0.9999,
       # Roles ("restorer", "critic") whose params this run does not update.
-      frozen=()))
+      frozen=(),
+      # K > 1: each step splits data.batch_size into K microbatches (each
+      # still divisible by the data-axis devices) and applies the mean of
+      # their gradients in one update: less activation memory, same global
+      # batch and step count. The loss is the mean of the microbatch losses:
+      # the pixel and noise-MSE terms give the whole batch's gradient, the
+      # triplet hinge is taken per microbatch (as at batch B/K). γ, ε and
+      # the shuffle coins are the K = 1 draws; dropout masks differ. See
+      # train_step.make_train_step.
+      grad_accum_steps=1))
 
   # Each stream: kind in STREAM_KINDS (see dada_jax.data.build.build_source).
   # A clean-only synthetic stream gets online AWGN, σ ~ U[sigma_range]/255.
@@ -280,6 +289,14 @@ def _check_training(config: mlc.ConfigDict, num_devices: int) -> None:
     raise ConfigError(f"config.data.batch_size={d.batch_size} is not "
                       f"divisible by the {num_devices} devices of the data "
                       "axis")
+  k = config.optim.get("grad_accum_steps", 1)
+  if d.batch_size % (k * num_devices):
+    raise ConfigError(
+        f"config.optim.grad_accum_steps={k}: config.data.batch_size="
+        f"{d.batch_size} does not split into {k} equal microbatches each "
+        f"divisible by the {num_devices} devices of the data axis; "
+        f"batch_size must be a multiple of {k} x {num_devices} = "
+        f"{k * num_devices}")
   # The restorer's and the critic's total downsampling.
   multiple = max(2 ** (config.restorer.depth - 1),
                  2 ** (len(config.critic.channel_mults) - 1))
@@ -328,6 +345,7 @@ def validate(config: mlc.ConfigDict, *, num_devices: int | None = None,
     config: a config from `base_config` and a task's `get_config`.
     num_devices: given for a run about to train on a data axis of this many
       devices: then also the training rules (batch divisible by the devices,
+      and into optim.grad_accum_steps microbatches divisible by them,
       patch a multiple of both networks' downsampling, positive train
       intervals, the streams the objective mode reads, and config.eval as
       the periodic evaluation reads it).
@@ -359,6 +377,7 @@ def validate(config: mlc.ConfigDict, *, num_devices: int | None = None,
                       f"mult = {widths}) must be a multiple of 32 for "
                       "GroupNorm(32)")
   for field, least in (("data.batch_size", 1), ("data.patch_size", 1),
+                       ("optim.grad_accum_steps", 1),
                        ("restorer.depth", 1), ("restorer.wf", 1),
                        ("critic.inner_channels", 1), ("critic.res_blocks", 1),
                        ("predict.tile", 0), ("predict.tile_overlap", 0),

@@ -67,6 +67,13 @@ def sample_draws(rng: jax.Array, image_shape, num_timesteps: int) -> Draws:
       noise=jax.random.normal(noise_rng, image_shape, jnp.float32))
 
 
+def split_rng(rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(draw_rng, dropout_rng): the two keys an objective evaluation takes from
+  its `rng`, the first for `sample_draws`, the second for critic dropout."""
+  draw_rng, dropout_rng = jax.random.split(rng)
+  return draw_rng, dropout_rng
+
+
 def alpha_ramp(progress, diff_weight: float = 0.2):
   """α(p) = w·(2 / (1 + e^(-5p)) - 1) = w·tanh(2.5p), p clipped to [0, 1].
 
@@ -148,8 +155,8 @@ def make_objective(config: mlc.ConfigDict, mode: str | None = None):
   """Returns loss_fn(params, batch, rng, alpha, *, draws=None, train=True).
 
   `loss_fn` returns (total [], LossTerms). `rng` feeds critic dropout and,
-  when `draws` is None, the draws (see `sample_draws`); pass recorded draws
-  to reproduce a reference evaluation exactly.
+  when `draws` is None, the draws (see `sample_draws`, `split_rng`); pass
+  recorded draws to reproduce a reference evaluation exactly.
   """
   mode = mode or config.objective.mode
   if mode not in MODES:
@@ -163,7 +170,7 @@ def make_objective(config: mlc.ConfigDict, mode: str | None = None):
   def loss_fn(params: dict[str, Any], batch: dict[str, jax.Array],
               rng: jax.Array, alpha, *, draws: Draws | None = None,
               train: bool = True):
-    draw_rng, dropout_rng = jax.random.split(rng)
+    draw_rng, dropout_rng = split_rng(rng)
     syn_lq, syn_gt = batch["syn_lq"], batch["syn_gt"]
     zero = jnp.zeros((), jnp.float32)
 

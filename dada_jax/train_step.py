@@ -11,7 +11,8 @@ sharding tree mirrors it exactly:
 
 One Adam updates restorer and critic together on L_pix + α·L_diffusion, as the
 reference does (the critic thus learns from α-scaled gradients), and the EMA
-(decay 0.9999) follows after every step.
+(decay 0.9999) follows after every step. With `optim.grad_accum_steps` > 1 a
+step accumulates the gradients of microbatches first (see `make_train_step`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,69 @@ def alpha_at(config: mlc.ConfigDict, step):
   return objective.alpha_ramp(done / max(o.ramp_steps, 1), o.diff_weight)
 
 
+def split_microbatches(tree, k: int):
+  """Splits every [B, ...] leaf of `tree` into [K, B/K, ...] microbatches.
+
+  Microbatch j holds rows j, K + j, 2K + j, ...: strided, not contiguous. The
+  trainer shards the batch over the D devices of `data` in blocks of B/D
+  consecutive rows, so [B, ...] -> [B/K, K, ...] regroups each device's own
+  rows and the swap to [K, B/K, ...] leaves axis 1 sharded over `data`:
+  every microbatch is spread over all D devices, B/(K·D) rows each (which
+  `config_lib.validate` requires to be whole), and no row moves between
+  devices. Contiguous chunks would put each microbatch on D/K devices, or
+  cost an all-to-all.
+  """
+  def split(x):
+    return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+  return jax.tree.map(split, tree)
+
+
+def make_grad_fn(config: mlc.ConfigDict):
+  """Returns `grad_fn(params, batch, rng, alpha) -> (grads, LossTerms)`.
+
+  The train step's gradient of the objective on `batch` (streams [B, ...])
+  with `rng` the step's key: one `value_and_grad` when
+  `config.optim.grad_accum_steps` is 1, else the mean of the gradients of K
+  microbatches, accumulated in float32 by a `lax.scan` (the program does not
+  grow with K), with LossTerms the mean of the microbatches' terms. See
+  `make_train_step` for what this computes.
+  """
+  loss_fn = objective.make_objective(config)
+  k = config.optim.get("grad_accum_steps", 1)
+  mode = config.objective.mode
+  num_timesteps = config.diffusion.num_timesteps
+
+  def grad_fn(params, batch: dict[str, jax.Array], rng: jax.Array, alpha):
+    if k == 1:
+      loss = lambda p: loss_fn(p, batch, rng, alpha, train=True)
+      (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(params)
+      return grads, terms
+    # The K = 1 step's draws, for the whole batch, split with it.
+    draw_rng, dropout_rng = objective.split_rng(rng)
+    draws = None
+    if mode != "vanilla":
+      draws = objective.sample_draws(draw_rng, batch["syn_gt"].shape,
+                                     num_timesteps)
+
+    def accumulate(total, xs):
+      i, micro, micro_draws = xs
+      loss = lambda p: loss_fn(p, micro, jax.random.fold_in(dropout_rng, i),
+                               alpha, draws=micro_draws, train=True)
+      (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(params)
+      total = jax.tree.map(lambda t, g: t + g.astype(jnp.float32), total,
+                           grads)
+      return total, terms
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    total, terms = jax.lax.scan(
+        accumulate, zeros,
+        (jnp.arange(k), *split_microbatches((batch, draws), k)))
+    grads = jax.tree.map(lambda g: g / k, total)
+    return grads, jax.tree.map(lambda t: jnp.mean(t, axis=0), terms)
+
+  return grad_fn
+
+
 def make_train_step(config: mlc.ConfigDict):
   """Returns the pure `train_step(state, batch, rng) -> (state, metrics)`.
 
@@ -93,8 +157,32 @@ def make_train_step(config: mlc.ConfigDict):
   A step whose loss or gradients are not finite is not applied: params,
   optimizer state and EMA stay as they were, `skipped` is 1 and
   `state["bad_steps"]` counts the streak (the trainer stops on a long one).
+
+  Gradient accumulation, `config.optim.grad_accum_steps` = K > 1: the batch
+  of B is split into K microbatches of B/K (`split_microbatches`; every
+  stream in it) and the step applies the mean of their gradients with one
+  optimizer update and one EMA update; it counts as one step (α as at
+  K = 1). The loss is the mean of the K microbatch losses, each loss/*
+  metric the mean of its microbatch values, grad_norm/* the norm of the
+  mean gradient. The Charbonnier and noise-MSE terms are means over samples,
+  so their gradient is the whole batch's, up to float32 summation order. The
+  triplet hinge relu(d_pos - d_neg + margin) is taken per microbatch on its
+  own mean distances, i.e. the hinge the reference computes at batch B/K:
+  the mean of the K hinges is at least the whole batch's hinge (Jensen), and
+  its gradient equals the whole batch's only when every microbatch's hinge
+  is in the whole batch's state (all active or all inactive).
+
+  Random draws at K > 1: t, u (γ), ε and both channel-shuffle coins are
+  drawn for the whole batch from the step's key exactly as at K = 1 and
+  split with it, so they are the K = 1 step's draws. Critic dropout draws
+  per microbatch from a key folded with the microbatch index, so its masks
+  differ from K = 1's. Hence with critic dropout 0 and the hinge inactive
+  (or `objective.negatives` off) a K > 1 step equals the K = 1 step up to
+  float32 round-off. A run is deterministic and resumes exactly; K may
+  change on resume (the state does not depend on it), changing only the
+  dropout masks and the hinge's microbatches from there on.
   """
-  loss_fn = objective.make_objective(config)
+  grad_fn = make_grad_fn(config)
   tx = make_optimizer(config)
   decay = config.optim.ema_decay
 
@@ -103,10 +191,7 @@ def make_train_step(config: mlc.ConfigDict):
     rng = jax.random.fold_in(rng, step)
     alpha = alpha_at(config, step)
 
-    def loss(params):
-      return loss_fn(params, batch, rng, alpha, train=True)
-
-    (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(state["params"])
+    grads, terms = grad_fn(state["params"], batch, rng, alpha)
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,

@@ -18,6 +18,10 @@ also lowers the real-domain error; near zero means the critic gives the
 restorer no usable real-domain signal. `out_cos_real` is the same question
 asked of the outputs: cos(∂L_diff/∂G(real_lq), ∂L_oracle/∂G(real_lq)).
 Norms are reported so the α-weighted term can be compared with the pixel one.
+Each cosine is also given over the kernels alone (`cos_<g>_kernels`, every
+leaf named "bias" left out): a bias gradient can only shift the output by a
+constant, and such a shift can dominate a cosine without any of the
+structure that removes noise.
 """
 
 from __future__ import annotations
@@ -39,12 +43,20 @@ def _cos(a, b):
                                   + 1e-30)
 
 
+def _kernels(tree):
+  """`tree` with every leaf named "bias" zeroed (same structure)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: jnp.zeros_like(x) if getattr(
+          path[-1], "key", None) == "bias" else x, tree)
+
+
 def make_alignment_fn(config: mlc.ConfigDict):
   """Returns jitted `alignment(params, batch, rng) -> {name: float32 []}`.
 
   `params` holds "restorer" and "critic"; the critic runs in eval mode (no
   dropout) on draws from `rng`. Keys: cos_<g> for g in GRADIENTS (against
-  the oracle gradient), out_cos_real, norm_<g> and norm_oracle.
+  the oracle gradient), cos_<g>_kernels (biases left out), out_cos_real,
+  norm_<g> and norm_oracle.
   """
   restorer = models.make_restorer(config)
   diffusion_loss = objective.make_diffusion_loss(config, "dda")
@@ -74,6 +86,8 @@ def make_alignment_fn(config: mlc.ConfigDict):
                                  grads["diff_real"])
     oracle = vjp_real(d_oracle)[0]
     out = {f"cos_{k}": _cos(grads[k], oracle) for k in GRADIENTS}
+    out.update({f"cos_{k}_kernels": _cos(_kernels(grads[k]), _kernels(oracle))
+                for k in GRADIENTS})
     out.update({f"norm_{k}": optax.tree.norm(grads[k]) for k in GRADIENTS})
     out["norm_oracle"] = optax.tree.norm(oracle)
     out["out_cos_real"] = _cos(d_real, d_oracle)

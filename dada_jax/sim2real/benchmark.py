@@ -3,8 +3,8 @@ on synthetic pairs toward a (simulated) real domain, beyond what any extra
 training signal would do?
 
   dada-jax sim2real --task denoise --seeds 3 --protocol branch \
-      --warmup-steps 2000 --warmup-lr 1e-3 --steps 300 \
-      --critic-warmup-steps 150 --output OUT [--images DIR] [--methods ...]
+      --warmup-steps 3000 --warmup-lr 1e-3 --steps 100 \
+      --critic-warmup-steps 50 --output OUT [--images DIR] [--methods ...]
 
 Data (configs/demo.py): native-resolution windows of the built-in photos
 rendered so that the degradation is the only gap (`dada_jax.data.rendered`);
@@ -27,6 +27,10 @@ Protocols:
           OUT/runs/warmup_seed_<s>/), then every method from its EMA
           restorer; a method with a critic starts a fresh critic, trained
           alone on the frozen restorer for `critic_warmup_steps` first.
+          The branch's EMA starts at the warm-up restorer with a decay short
+          enough that the warm-up weighs at most e^-3 ≈ 5% at the end
+          (`branch_ema_decay`): an EMA that still carried the warm-up would
+          shrink every difference between methods.
   joint   the paper's: restorer and critic trained together from the same
           random restorer, α ramped over `ramp_fraction` of the steps.
 
@@ -112,6 +116,13 @@ def method_config(base: mlc.ConfigDict, method: str) -> mlc.ConfigDict:
   return c
 
 
+def branch_ema_decay(decay: float, steps: int) -> float:
+  """The EMA decay of a `steps`-long branch: the config's `decay`, shortened
+  to 1 − 3 / steps where that would leave the start's weight, decay^steps,
+  above e^-3 (0.995 over 300 steps would keep 22% of the warm-up)."""
+  return min(decay, 1.0 - 3.0 / steps) if steps >= 3 else 0.0
+
+
 def train_branch(config: mlc.ConfigDict, params, steps: int, *, init_rng,
                  step_rng, data_seed: int, on_eval=None, eval_every: int = 0):
   """Trains `steps` steps of `config` from `params`; returns the final state.
@@ -160,6 +171,8 @@ def probe_batches(config: mlc.ConfigDict, n: int, seed: int) -> list[dict]:
 def _warmup_key(config: mlc.ConfigDict, seed: int, steps: int) -> str:
   """What the warm-up restorer depends on (a cached one must match it)."""
   c = config.to_dict()
+  if c["optim"].get("grad_accum_steps") == 1:  # as keyed before it existed
+    del c["optim"]["grad_accum_steps"]
   return json.dumps({k: c[k] for k in ("task", "dtype", "restorer", "optim",
                                         "data")} | {"seed": seed,
                                                     "steps": steps},
@@ -207,6 +220,16 @@ def warm_up_critic(cfg: mlc.ConfigDict, params: dict, steps: int, rng,
   state = train_branch(c, params, steps, init_rng=rng, step_rng=rng,
                        data_seed=data_seed)
   return jax.device_get(state["params"]["critic"])
+
+
+def use_compile_cache() -> None:
+  """Keeps compiled steps in a persistent cache (~/.cache/dada_jax/xla, or
+  under $XDG_CACHE_HOME) unless one is configured already: every seed, and
+  methods with the same objective, compile the same programs."""
+  if jax.config.jax_compilation_cache_dir is None:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.join(root, "dada_jax", "xla"))
 
 
 def _critic_methods(methods) -> list[str]:
@@ -261,11 +284,16 @@ def run_seed(base: mlc.ConfigDict, seed: int, *, protocol: str,
                                    warm_rng, lr=warmup_lr, cache=warmup_cache)
     if cached:
       log(f"seed {seed}: warm-up restorer from {warmup_cache}")
+    start_blocks = {k: scorers[k](start_params)
+                    for k in ("test", "validation", "syn_test")}
     out["warmup"] = {
         "steps": warmup_steps, "lr": warmup_lr or base.optim.lr,
-        "psnr_real": float(scorers["test"](start_params).mean()),
-        "psnr_val": float(val(start_params).mean()),
-        "psnr_syn": float(scorers["syn_test"](start_params).mean()),
+        "psnr_real": float(start_blocks["test"].mean()),
+        "psnr_val": float(start_blocks["validation"].mean()),
+        "psnr_syn": float(start_blocks["syn_test"].mean()),
+        # Every branch starts here: "did DDA move, or did vanilla drift?"
+        "blocks": {k: [round(float(v), 4) for v in b]
+                   for k, b in start_blocks.items()},
         "seconds": time.perf_counter() - start}
     log(f"seed {seed} warm-up {warmup_steps} steps: PSNR real "
         f"{out['warmup']['psnr_real']:.2f} val {out['warmup']['psnr_val']:.2f}"
@@ -274,7 +302,7 @@ def run_seed(base: mlc.ConfigDict, seed: int, *, protocol: str,
       # Go/no-go: the warm-up against its twin trained on the real pairs.
       oracle, _ = warm_up(base, seed, warmup_steps, init_rng, warm_rng,
                           lr=warmup_lr, cache=warmup_cache, method="oracle")
-      out["gate"] = gate_record(val(start_params), val(oracle))
+      out["gate"] = gate_record(start_blocks["validation"], val(oracle))
     on_progress(out)
   else:
     start_params = models.init_params(base, init_rng, roles=("restorer",))[
@@ -319,6 +347,8 @@ def run_method(base, method, start_params, seed, *, protocol, steps,
                branch_rng, log=print):
   """(run record, final EMA restorer) of one method from `start_params`."""
   cfg = method_config(base, method)
+  if protocol == "branch":
+    cfg.optim.ema_decay = branch_ema_decay(cfg.optim.ema_decay, steps)
   start = time.perf_counter()
   params = {"restorer": start_params}
   with_critic = "critic" in step_lib.roles(cfg)
@@ -364,7 +394,7 @@ def run_method(base, method, start_params, seed, *, protocol, steps,
   run = {
       "task": base.task, "method": method, "seed": seed,
       "protocol": protocol, "steps": steps,
-      "psnr_real": float(block_psnr["test"].mean()),
+      "ema_decay": cfg.optim.ema_decay, "psnr_real": float(block_psnr["test"].mean()),
       "psnr_syn": float(block_psnr["syn_test"].mean()),
       "psnr_val": float(block_psnr["validation"].mean()),
       "raw": {"psnr_real": float(scorers["test"](raw).mean()),
@@ -520,6 +550,7 @@ def run(config: mlc.ConfigDict, *, output: str, seeds: Sequence[int],
     sets = blocks_lib.block_sets(config)
   except ValueError as e:
     raise Sim2RealError(f"--config: {e}") from e
+  use_compile_cache()
   scorers = {k: blocks_lib.Scorer(config, v) for k, v in sets.items()}
   os.makedirs(os.path.join(output, "runs"), exist_ok=True)
   outputs.write_text(os.path.join(output, "blocks.json"), json.dumps(

@@ -93,6 +93,13 @@ def summarize(seeds: list[dict]) -> dict:
   if sc := _seeds_with(runs, "dda", "control"):
     out["dda_vs_control"] = stats.paired(_blocks(runs, "dda", "test", sc),
                                          _blocks(runs, "control", "test", sc))
+  # Branch protocol: DDA against its own starting point, the warm-up (a
+  # gain over vanilla may only be vanilla drifting away from it).
+  starts = {s["seed"]: s["warmup"]["blocks"]["test"] for s in seeds
+            if "blocks" in s.get("warmup", {})}
+  if sd := [x for x in _seeds_with(runs, "dda") if x in starts]:
+    out["dda_vs_start"] = stats.paired(_blocks(runs, "dda", "test", sd),
+                                       [starts[x] for x in sd])
   out["verdict"] = verdict(out)
   align = _alignment_summary(runs, methods)
   if align:
@@ -121,6 +128,11 @@ def verdict(summary: dict) -> str:
   else:
     head = ("DDA beat vanilla (no control run: adaptation is not separated "
             "from regularization)" if beats else "DDA did not beat vanilla")
+  start = summary.get("dda_vs_start")
+  if start is not None and beats:
+    text += (f"; against its own start (the warm-up) {ci(start)}: " + (
+        "it moved beyond it" if start["ci"][0] > 0 else
+        "not beyond it, the gain is what synthetic-only training lost"))
   n = d["seeds"]
   return (f"{head}: {text} (95% bootstrap intervals over {n} seed(s) and "
           f"{d['blocks']} test blocks" +
@@ -128,14 +140,17 @@ def verdict(summary: dict) -> str:
            else ")"))
 
 
-ALIGNMENT_KEYS = ("cos_pixel", "cos_diff_syn", "cos_diff_real", "out_cos_real")
+ALIGNMENT_KEYS = ("cos_pixel", "cos_diff_syn", "cos_diff_real", "out_cos_real",
+                  "cos_pixel_kernels", "cos_diff_real_kernels")
 
 
 def _alignment_summary(runs: list[dict], methods) -> dict:
   """Per critic method: mean ± std over seeds of the alignment cosines (and
   |diff_real| / |pixel|) at the branch's first and last curve points."""
   def row(points, step):
-    r = {k: _mean_std([p[k] for p in points]) for k in ALIGNMENT_KEYS}
+    # Runs saved before the kernels-only cosines existed lack them: nan.
+    r = {k: _mean_std([p.get(k, np.nan) for p in points])
+         for k in ALIGNMENT_KEYS}
     r["diff_real_over_pixel"] = _mean_std(
         [p["norm_diff_real"] / p["norm_pixel"] for p in points])
     r["step"] = step
@@ -203,6 +218,8 @@ def markdown(seeds: list[dict], summary: dict, command: str = "",
     rows = [(f"{m} − vanilla", g) for m, g in gains.items()]
     if "dda_vs_control" in summary:
       rows.append(("dda − control", summary["dda_vs_control"]))
+    if "dda_vs_start" in summary:
+      rows.append(("dda − its start (the warm-up)", summary["dda_vs_start"]))
     for name, g in rows:
       per = ", ".join(f"{p['mean']:+.2f}" for p in g["per_seed"])
       f = g.get("fraction_of_oracle")
@@ -216,11 +233,13 @@ def markdown(seeds: list[dict], summary: dict, command: str = "",
               "(`dada_jax.sim2real.alignment`; cosine with the oracle gradient, "
               "training batches):", "",
               "| method | step | pixel | diff via syn | diff via real | "
-              "outputs, real | norm diff via real / pixel |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+              "outputs, real | pixel, kernels | diff via real, kernels | "
+              "norm diff via real / pixel |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m, rows in summary["alignment"].items():
       for row in rows.values():
-        cells = " | ".join(fmt(row[k], 3) for k in ALIGNMENT_KEYS)
+        cells = " | ".join("n/a" if np.isnan(row[k][0]) else fmt(row[k], 3)
+                           for k in ALIGNMENT_KEYS)
         lines.append(f"| {m} | {row['step']} | {cells} | "
                      f"{fmt(row['diff_real_over_pixel'], 3)} |")
   return "\n".join(lines) + "\n"

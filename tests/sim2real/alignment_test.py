@@ -27,9 +27,12 @@ def setup():
   return c, params, batch
 
 
-def _cos(a, b):
-  a = np.concatenate([np.ravel(x) for x in jax.tree.leaves(a)])
-  b = np.concatenate([np.ravel(x) for x in jax.tree.leaves(b)])
+def _cos(a, b, biases=True):
+  def flat(t):
+    leaves = jax.tree_util.tree_flatten_with_path(t)[0]
+    return np.concatenate([np.ravel(x) for path, x in leaves
+                           if biases or path[-1].key != "bias"])
+  a, b = flat(a), flat(b)
   return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
@@ -58,6 +61,10 @@ def test_split_matches_the_objectives_gradient(setup):
                              rtol=1e-5)
   np.testing.assert_allclose(got["cos_diff"], _cos(diff, oracle), atol=1e-4)
   np.testing.assert_allclose(got["cos_pixel"], _cos(pixel, oracle), atol=1e-4)
+  # Without the biases: the kernels' cosine, a different number.
+  kernels = _cos(diff, oracle, biases=False)
+  np.testing.assert_allclose(got["cos_diff_kernels"], kernels, atol=1e-4)
+  assert abs(kernels - got["cos_diff"]) > 1e-3
   # Both paths carry gradient, and they are not the same direction.
   assert got["norm_diff_syn"] > 0 and got["norm_diff_real"] > 0
   assert abs(got["cos_diff_syn"] - got["cos_diff_real"]) > 1e-3

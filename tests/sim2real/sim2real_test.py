@@ -150,6 +150,27 @@ def test_summary_statistics():
   assert s["verdict"].startswith("DDA beat vanilla, but not the control")
 
 
+
+def test_dda_is_compared_with_its_branch_start():
+  """A gain over vanilla can be vanilla drifting away from the warm-up: the
+  report pairs DDA with the warm-up's own blocks where the seeds have them."""
+  seeds = [_seed(i, 0.5) for i in range(2)]
+  assert "dda_vs_start" not in sim2real_report.summarize(seeds)  # old runs
+  for s_ in seeds:  # the warm-up 0.4 dB above vanilla's end, DDA 0.1 above it
+    s_["warmup"]["blocks"] = {"test": list(20.4 + np.arange(4.0))}
+  s = sim2real_report.summarize(seeds)
+  assert s["dda_vs_start"]["mean"] == pytest.approx(0.1)
+  assert s["gains_vs_vanilla"]["dda"]["mean"] == pytest.approx(0.5)
+  assert "| dda − its start (the warm-up) | +0.10 [" in (
+      sim2real_report.markdown(seeds, s))
+  assert "against its own start (the warm-up) +0.10 dB [+0.10, +0.10]: it " \
+      "moved beyond it" in s["verdict"]
+  for s_ in seeds:  # DDA at the warm-up: vanilla lost 0.5 dB, DDA kept it
+    s_["warmup"]["blocks"]["test"] = list(20.5 + np.arange(4.0))
+  assert "not beyond it, the gain is what synthetic-only training lost" in (
+      sim2real_report.summarize(seeds)["verdict"])
+
+
 def test_smoke_run_writes_results(tmp_path, capsys):
   out = tmp_path / "s2r"
   common = ["sim2real", "--config", DEMO + ":runlocal", "--seeds", "1",
@@ -187,7 +208,10 @@ def test_smoke_run_writes_results(tmp_path, capsys):
   # The critic branch measures its gradient alignment at every curve point.
   dda = results["runs"][1]
   assert dda["critic_warmup_steps"] == 1
-  assert all(-1 <= p["alignment"]["cos_diff_real"] <= 1 for p in dda["curve"])
+  assert all(-1 <= p["alignment"][k] <= 1 for p in dda["curve"]
+             for k in ("cos_diff_real", "cos_diff_real_kernels"))
+  # Two steps: the branch's EMA is its raw weights (nothing of the warm-up).
+  assert dda["ema_decay"] == 0.0
   assert -1 <= dda["alignment_fresh_critic"]["cos_diff_real"] <= 1
   assert not any("alignment" in p for p in results["runs"][0]["curve"])
   assert set(results["summary"]["alignment"]) == {"dda"}
@@ -283,6 +307,17 @@ def test_alignment_summary_uses_first_and_last_points():
   assert table["dda"]["end"]["diff_real_over_pixel"][0] == 0.25
   md = sim2real_report.markdown(seeds, sim2real_report.summarize(seeds))
   assert "| dda | 10 | 0.100 ± 0.000 | 0.200 ± 0.000 | 0.700 ± 0.141 |" in md
+  assert "| 0.000 ± 0.000 | n/a | n/a | 0.250 ± 0.000 |" in md  # old runs
+
+
+def test_branch_ema_forgets_the_warm_up():
+  """A branch's EMA ends with at most e^-3 of its start in it; long branches
+  keep the config's decay."""
+  for steps in (3, 40, 100, 300, 599, 700, 5000):
+    decay = sim2real.branch_ema_decay(0.995, steps)
+    assert decay ** steps <= np.exp(-3)
+    assert decay == 0.995 if steps >= 700 else decay < 0.995
+  assert sim2real.branch_ema_decay(0.995, 2) == 0.0
 
 
 def test_a_branch_trains_exactly_like_train(tmp_path):
