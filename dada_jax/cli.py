@@ -7,16 +7,20 @@
   dada-jax train   --config CONFIG --workdir DIR [--multihost]
   dada-jax evaluate --config CONFIG --checkpoint DIR [--preset NAME] ...
   dada-jax bench   [--config CONFIG] [--batch N] [--size S] [--json OUT]
+                   [--profile DIR] [--torch-reference PATH]
   dada-jax sim2real --task TASK --seeds N --steps S --output OUT [--images DIR]
   dada-jax demo    [--output DIR]   (vanilla vs DDA on built-in photos)
 
 Any `--config.a.b=value` argument overrides a config field. Errors are one
-line naming the flag or file, with a non-zero exit status.
+line naming the flag or file, with a non-zero exit status. Every command but
+bench keeps compiled programs in the persistent XLA cache
+(`dada_jax.compile_cache`; `--no-compile-cache` turns it off).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
@@ -53,15 +57,22 @@ def _parser():
   p = argparse.ArgumentParser(prog="dada-jax", description=__doc__.split(
       "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = p.add_subparsers(dest="command", required=True)
+  common = argparse.ArgumentParser(add_help=False)
+  common.add_argument(
+      "--no-compile-cache", action="store_true",
+      help="do not keep compiled programs in the persistent XLA cache "
+      "(default: $XDG_CACHE_HOME or ~/.cache, dada_jax/xla; bench never "
+      "uses it)")
+  add = functools.partial(sub.add_parser, parents=[common])
 
-  c = sub.add_parser("convert", help="import a PyTorch reference checkpoint")
+  c = add("convert", help="import a PyTorch reference checkpoint")
   c.add_argument("--torch-checkpoint", required=True,
                  help="official .pth (or .npz with the same keys)")
   c.add_argument("--config", required=True, help="configs/TASK.py[:arg]")
   c.add_argument("--output", required=True,
                  help="new (or empty) directory to write")
 
-  e = sub.add_parser("export", help="write our weights as a reference .pth")
+  e = add("export", help="write our weights as a reference .pth")
   e.add_argument("--checkpoint", required=True,
                  help="directory from `convert`, or a .pth/.npz")
   e.add_argument("--config", required=True)
@@ -69,7 +80,7 @@ def _parser():
   e.add_argument("--overwrite", action="store_true",
                  help="replace --output if it exists")
 
-  r = sub.add_parser("restore", help="restore images with the restorer")
+  r = add("restore", help="restore images with the restorer")
   r.add_argument("--config", required=True)
   r.add_argument("--checkpoint", required=True,
                  help="directory from `convert`, or a .pth/.npz")
@@ -82,14 +93,14 @@ def _parser():
                  help="replace PNGs already in --output (inputs are never "
                  "replaced)")
 
-  t = sub.add_parser("train", help="train (resumes from the workdir)")
+  t = add("train", help="train (resumes from the workdir)")
   t.add_argument("--config", required=True)
   t.add_argument("--workdir", required=True,
                  help="checkpoints, metrics.jsonl, config.json, samples/")
   t.add_argument("--multihost", action="store_true",
                  help="call jax.distributed.initialize() (Cloud TPU pods)")
 
-  v = sub.add_parser(
+  v = add(
       "evaluate", help="PSNR/SSIM of the restorer on a paired set or SIDD")
   v.add_argument("--config", required=True, help="configs/TASK.py[:arg]")
   v.add_argument("--checkpoint", required=True,
@@ -140,13 +151,16 @@ def _parser():
   b.add_argument("--torch-amp", action="store_true",
                  help="also time the reference under bf16 autocast")
   b.add_argument("--json", default=None, help="write the figures here")
+  b.add_argument("--profile", default=None, metavar="DIR",
+                 help="profile one more call of each train step (ours and "
+                 "the reference's) into DIR and print the time by op class")
   b.add_argument("--overwrite", action="store_true",
                  help="replace --json if it exists")
 
   # demo is sim2real's vanilla vs DDA on one seed: same flags, other defaults.
-  s = sub.add_parser("sim2real", help="vanilla vs DDA vs oracle and ablations "
+  s = add("sim2real", help="vanilla vs DDA vs oracle and ablations "
                      "on built-in photos with simulated real domains")
-  d = sub.add_parser("demo", help="the main job on built-in data: vanilla vs "
+  d = add("demo", help="the main job on built-in data: vanilla vs "
                      "DDA on simulated real camera noise (CPU-sized)")
   for q, seeds, warm, steps, critic_warm, probes, every, methods, out in (
       (s, "3", 3000, 100, 50, 2, 25, ",".join(METHODS), None),
@@ -312,7 +326,8 @@ def _bench(args, config):
       steps=args.steps, warmup=args.warmup, peak_tflops=args.peak_tflops,
       torch_reference=args.torch_reference, torch_device=args.torch_device,
       torch_small=args.torch_small, torch_amp=args.torch_amp,
-      json_path=args.json, overwrite=args.overwrite, config_name=args.config)
+      json_path=args.json, overwrite=args.overwrite, config_name=args.config,
+      profile_dir=args.profile)
 
 
 def _sim2real(args, config):
@@ -347,6 +362,9 @@ def main(argv=None) -> int:
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   from dada_jax import faults  # pylint: disable=g-import-not-at-top
+  if args.command != "bench" and not args.no_compile_cache:
+    from dada_jax import compile_cache  # pylint: disable=g-import-not-at-top
+    compile_cache.enable()
   try:
     config = config_lib.load_config(_config_spec(args), overrides)
     return _HANDLERS[args.command](args, config)

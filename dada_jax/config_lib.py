@@ -35,6 +35,9 @@ RENDERED_DOMAINS = ("clean", "synthetic", "real")
 # config.eval.preset's default; SIDD is scored with its own preset unless
 # config.eval.preset is set away from it (evaluate.sidd_preset).
 DEFAULT_EVAL_PRESET = "rgb"
+# config.train.remat_policy: "" or a jax.checkpoint_policies name.
+REMAT_POLICIES = ("", "dots_saveable", "dots_with_no_batch_dims_saveable",
+                  "nothing_saveable", "everything_saveable")
 
 
 class ConfigError(errors.UserError):
@@ -132,9 +135,12 @@ def base_config(task: str) -> mlc.ConfigDict:
       total_steps=1_000_000, log_every=100, ckpt_every=5000, eval_every=0,
       keep_ckpts=3, async_ckpt=True, init_from="", progress_bar=True,
       tensorboard=True, max_bad_steps=20,
-      # Recompute the critic's activations in the backward pass (less memory
-      # for large batches, ~1/3 more critic FLOPs); numbers are unchanged.
-      remat=False))
+      # Recompute each critic ResBlock's activations in the backward pass
+      # (less memory for large batches, ~1/3 more critic FLOPs); numbers are
+      # unchanged. remat_policy: what remat keeps instead of recomputing, a
+      # name in REMAT_POLICIES ("": only each block's inputs;
+      # "dots_saveable": also conv and matmul outputs).
+      remat=False, remat_policy=""))
   c.mesh = (("data", -1),)
   c.sharding = "replicate"  # or "fsdp": params sharded over 'data'
   c.predict = mlc.ConfigDict(dict(tile=512, tile_overlap=128, tile_batch=4,
@@ -370,6 +376,13 @@ def validate(config: mlc.ConfigDict, *, num_devices: int | None = None,
   if config.dtype not in ("float32", "bfloat16"):
     raise ConfigError(f"config.dtype={config.dtype!r}: expected 'float32' "
                       "or 'bfloat16'")
+  policy = config.train.get("remat_policy", "")
+  if policy not in REMAT_POLICIES:
+    raise ConfigError(f"config.train.remat_policy={policy!r}: expected one "
+                      f"of {list(REMAT_POLICIES)}")
+  if policy and not config.train.remat:
+    raise ConfigError(f"config.train.remat_policy={policy!r} applies only "
+                      "with config.train.remat=True")
   widths = [m * config.critic.inner_channels
             for m in config.critic.channel_mults]
   if any(w % 32 for w in widths):

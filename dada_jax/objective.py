@@ -113,13 +113,10 @@ def make_diffusion_loss(config: mlc.ConfigDict, mode: str | None = None):
   margin = config.objective.triplet_margin
   shuffle = config.objective.get("channel_shuffle", True)
   negatives = mode == "dda" and config.objective.get("negatives", True)
-  remat = config.train.get("remat", False)
 
   def critic_apply(critic_params, x, gammas, train, dropout_rng):
-    fn = lambda p, x, g, r: critic.apply({"params": p}, x, g, train=train,
-                                         rngs={"dropout": r})
-    return (jax.checkpoint(fn) if remat else fn)(critic_params, x, gammas,
-                                                 dropout_rng)
+    return critic.apply({"params": critic_params}, x, gammas, train=train,
+                        rngs={"dropout": dropout_rng})
 
   def diffusion_loss(critic_params, batch, syn_res, real_res, draws: Draws,
                      dropout_rng, train: bool = True):

@@ -30,10 +30,11 @@ import sys
 # Lowest first. Names are relative to the package; "x.*" is the package x
 # (its __init__) and everything in it; "__init__" is the top package itself.
 LAYERS = (
-    # 0: no dada_jax imports.
-    ("__init__", "errors"),
-    # 1: config, file writing, the diffusion schedule and the metrics.
-    ("config_lib", "outputs", "diffusion", "metrics"),
+    # 0: no dada_jax imports (but __init__ sets xla_cpu's flags).
+    ("__init__", "errors", "xla_cpu"),
+    # 1: config, file writing, the compile cache, the diffusion schedule and
+    # the metrics.
+    ("config_lib", "outputs", "compile_cache", "diffusion", "metrics"),
     # 2: image and SIDD .mat files.
     ("image_io", "sidd"),
     # 3: the networks, the input pipelines and the PyTorch files.

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -121,3 +122,21 @@ def test_console_entry_point_exit_status(tmp_path):
       check=False, cwd=REPO)
   assert proc.returncode == 2
   assert proc.stderr.strip().endswith("missing.pth: no such file or directory")
+
+
+@pytest.mark.parametrize("flags,cached", [([], True),
+                                          (["--no-compile-cache"], False)])
+def test_commands_keep_compiled_programs_unless_told_not_to(
+    tmp_path, monkeypatch, flags, cached):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  session_cache = jax.config.jax_compilation_cache_dir
+  jax.config.update("jax_compilation_cache_dir", None)
+  try:
+    code = cli.main(["export", "--checkpoint", str(tmp_path / "ckpt"),
+                     "--output", str(tmp_path / "y.txt")] + flags + SMALL)
+    in_use = jax.config.jax_compilation_cache_dir
+  finally:
+    jax.config.update("jax_compilation_cache_dir", session_cache)
+  assert code == 2  # the .txt output is refused after the cache is set up
+  want = str(tmp_path / "dada_jax" / "xla") if cached else None
+  assert in_use == want

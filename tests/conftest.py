@@ -6,6 +6,8 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import dada_jax  # pylint: disable=g-import-not-at-top,unused-import  # its XLA:CPU flags
+
 import copy  # pylint: disable=g-import-not-at-top
 import functools  # pylint: disable=g-import-not-at-top
 import pathlib  # pylint: disable=g-import-not-at-top

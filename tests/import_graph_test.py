@@ -39,7 +39,8 @@ def test_dada_jax_passes():
   code = check_imports.check(REPO / "dada_jax", verbose=True, out=out)
   assert code == 0, out.getvalue()
   assert "no cycles, no upward imports" in out.getvalue()
-  assert "layer 0:\n  __init__\n  errors\n" in out.getvalue()
+  assert ("layer 0:\n  __init__ -> xla_cpu (0)\n  errors\n  xla_cpu\n"
+          in out.getvalue())
 
 
 def test_layered_package_passes(tmp_path):

@@ -119,3 +119,19 @@ def test_loaded_config_is_locked_and_copies_stay_locked():
     with pytest.raises(KeyError, match="cannot be added"):
       config.data.update(batch=4)
   assert isinstance(copy.deepcopy(c), mlc.ConfigDict)
+
+
+@pytest.mark.parametrize("remat,policy,message", [
+    (True, "save_convs", "config.train.remat_policy='save_convs': expected "
+     "one of ['', 'dots_saveable'"),
+    (False, "dots_saveable", "config.train.remat_policy='dots_saveable' "
+     "applies only with config.train.remat=True"),
+])
+def test_remat_policy_is_a_known_name_and_needs_remat(remat, policy, message):
+  c = cached_config(overrides=["train.remat=True",
+                               "train.remat_policy='dots_saveable'"])
+  config_lib.validate(c)
+  c.train.update(remat=remat, remat_policy=policy)
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(c)
+  assert str(e.value).startswith(message)

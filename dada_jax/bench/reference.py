@@ -175,12 +175,15 @@ def _num_params(module) -> int:
 def time_reference_step(path: str, *, mode: str = "dda", batch: int = 3,
                         size: int = 128, steps: int = 5, warmup: int = 1,
                         device: str = "cpu", small: bool = False,
-                        amp_bf16: bool = False, seed: int = 0) -> dict:
+                        amp_bf16: bool = False, seed: int = 0,
+                        profile_dir: str | None = None) -> dict:
   """Times the reference's training step at [batch, 3, size, size].
 
   Returns step times (median/min/max seconds over `steps`, `warmup` steps
   excluded), images_per_s (synthetic+real pairs per second: batch / median),
   the torch version and threads, and the restorer and critic parameter counts.
+  With `profile_dir`, one more step runs under torch.profiler there and
+  "profile" holds its seconds by op class (bench.profile).
   """
   if mode not in ("dda", "vanilla"):
     raise ValueError(f"mode {mode!r}: expected 'dda' or 'vanilla'")
@@ -208,6 +211,10 @@ def time_reference_step(path: str, *, mode: str = "dda", batch: int = 3,
     if i >= warmup:
       times.append(time.perf_counter() - start)
   median = statistics.median(times)
+  profiled = None
+  if profile_dir:
+    from dada_jax.bench import profile  # pylint: disable=g-import-not-at-top
+    profiled = profile.profile_torch_step(torch, step, profile_dir)
   counts = _num_params(net.RestorationNet), _num_params(net.denoise_fn)
   del net, net_ema, ema, step, inputs
   if device == "cuda":
@@ -217,4 +224,5 @@ def time_reference_step(path: str, *, mode: str = "dda", batch: int = 3,
           "steps": steps, "warmup": warmup, "device": device,
           "torch_version": torch.__version__,
           "torch_threads": torch.get_num_threads(),
-          "restorer_params": counts[0], "critic_params": counts[1]}
+          "restorer_params": counts[0], "critic_params": counts[1],
+          "profile": profiled}

@@ -51,6 +51,7 @@ class Result:
   peak_fraction: float | None = None
   device_peak_bytes: int | None = None
   temp_bytes: int | None = None
+  profile: dict | None = None  # --profile: seconds by op class (profile.py)
 
 
 def _time_calls(fn, steps: int, warmup: int):
@@ -121,8 +122,10 @@ def _random_batch(mode: str, batch: int, size: int, seed: int = 0):
 
 
 def bench_train_step(config: mlc.ConfigDict, mode: str, batch: int, size: int,
-                     steps: int, warmup: int, peak_tflops=None) -> Result:
-  """Times the jit-compiled, sharded, donated train step of `mode`."""
+                     steps: int, warmup: int, peak_tflops=None,
+                     profile_dir: str | None = None) -> Result:
+  """Times the jit-compiled, sharded, donated train step of `mode`; with
+  `profile_dir`, then profiles one more call there (bench.profile)."""
   from dada_jax import sharding  # pylint: disable=g-import-not-at-top
   from dada_jax import train_step as step_lib  # pylint: disable=g-import-not-at-top
   config = copy.deepcopy(config)
@@ -150,9 +153,14 @@ def bench_train_step(config: mlc.ConfigDict, mode: str, batch: int, size: int,
     return metrics
 
   times = _time_calls(call, steps, warmup)
-  return _result(f"train {mode}", config.dtype, batch, size, times, compile_s,
-                 _flops(lowered, compiled), peak_tflops,
-                 _temp_bytes(compiled))
+  result = _result(f"train {mode}", config.dtype, batch, size, times,
+                   compile_s, _flops(lowered, compiled), peak_tflops,
+                   _temp_bytes(compiled))
+  if profile_dir:
+    from dada_jax.bench import profile  # pylint: disable=g-import-not-at-top
+    result.profile = profile.profile_jax_step(call, compiled.as_text(),
+                                              profile_dir)
+  return result
 
 
 def bench_restore(config: mlc.ConfigDict, side: int, steps: int, warmup: int,
@@ -210,7 +218,7 @@ def run(config: mlc.ConfigDict, *, batch: int | None = None,
         torch_reference: str | None = None, torch_device: str = "cpu",
         torch_small: bool = False, torch_amp: bool = False,
         json_path: str | None = None, overwrite: bool = False,
-        config_name: str | None = None) -> int:
+        config_name: str | None = None, profile_dir: str | None = None) -> int:
   """Times train steps and restoration; prints the tables.
 
   Every argument is checked before anything is timed; the messages name the
@@ -235,6 +243,8 @@ def run(config: mlc.ConfigDict, *, batch: int | None = None,
     json_path: write the figures there as JSON.
     overwrite: replace `json_path` if it exists.
     config_name: how the config was given, recorded in the JSON.
+    profile_dir: profile one more call of each train step (and of the
+      reference's) there and print where the time goes by op class.
 
   Returns:
     0.
@@ -261,6 +271,8 @@ def run(config: mlc.ConfigDict, *, batch: int | None = None,
     raise BenchError("--steps must be >= 1 and --warmup >= 0")
   if json_path:  # before the benchmark runs, so no figures are lost
     outputs.check_file(json_path, "--json", overwrite=overwrite)
+  if profile_dir:
+    outputs.check_folder(profile_dir, "--profile", empty=True)
   from dada_jax import sharding  # pylint: disable=g-import-not-at-top
   data_devices = sharding.make_mesh(config).shape["data"]
   if batch % data_devices:
@@ -278,7 +290,9 @@ def run(config: mlc.ConfigDict, *, batch: int | None = None,
           r = reference.time_reference_step(
               torch_reference, mode=mode, batch=batch, size=size,
               steps=steps, warmup=warmup, device=torch_device,
-              amp_bf16=amp, small=torch_small)
+              amp_bf16=amp, small=torch_small,
+              profile_dir=profile_dir and os.path.join(
+                  profile_dir, f"torch_{mode}" + ("_bf16" if amp else "")))
         except RuntimeError as e:
           if not amp:
             raise
@@ -298,8 +312,9 @@ def run(config: mlc.ConfigDict, *, batch: int | None = None,
     cfg = copy.deepcopy(config)
     cfg.dtype = dtype
     for mode in modes:
-      results.append(bench_train_step(cfg, mode, batch, size, steps,
-                                      warmup, peak_tflops))
+      results.append(bench_train_step(
+          cfg, mode, batch, size, steps, warmup, peak_tflops,
+          profile_dir and os.path.join(profile_dir, f"jax_{mode}_{dtype}")))
       print(table(results[-1:]).splitlines()[-1], flush=True)
     for side in restore_sizes:
       results.append(bench_restore(cfg, side, steps, warmup))
@@ -310,11 +325,20 @@ def run(config: mlc.ConfigDict, *, batch: int | None = None,
   print(f"\nhost peak RSS {host_peak / 2**30:.2f} GiB")
   if ref:
     print(reference_table(results, ref))
+  if profile_dir:
+    from dada_jax.bench import profile  # pylint: disable=g-import-not-at-top
+    for r in [r for r in results if r.profile]:
+      mode = r.case.split(" ")[-1]
+      theirs = (ref or {}).get(mode, {}).get("profile")
+      print(f"\nwhere the time goes: {r.case}, {r.dtype} (traces under "
+            f"{profile_dir})\n" + profile.table(r.profile, theirs))
   if json_path:
     out = {**dataclasses.asdict(results[0]), "environment": env,
            "host_peak_bytes": host_peak, "config": config_name,
            "results": [dataclasses.asdict(r) for r in results],
-           "torch_reference": ref}
+           "torch_reference": ref,
+           "reference_step_time_median_s": (ref or {}).get(
+               results[0].case.split(" ")[-1], {}).get("step_time_median_s")}
     os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
     outputs.write_text(json_path, json.dumps(out, indent=1))
     print(f"wrote {json_path}")

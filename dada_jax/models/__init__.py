@@ -32,7 +32,10 @@ def make_restorer(config: mlc.ConfigDict) -> RestorationNet:
 
 
 def make_critic(config: mlc.ConfigDict) -> CriticUNet:
-  return CriticUNet(**_attributes(config.critic), dtype=compute_dtype(config))
+  remat = config.train.get("remat", False)
+  return CriticUNet(**_attributes(config.critic), dtype=compute_dtype(config),
+                    remat_policy=(config.train.get("remat_policy", "")
+                                  if remat else None))
 
 
 def pad_multiple(config: mlc.ConfigDict) -> int:

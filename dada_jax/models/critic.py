@@ -29,7 +29,7 @@ class ResBlock(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, emb, *, train: bool):
+  def __call__(self, x, emb, train: bool):
     c_in = x.shape[-1]
     h = nn.silu(layers.GroupNorm32(name="in_layers_0")(x))
     if self.resample == "up":
@@ -144,6 +144,10 @@ class CriticUNet(nn.Module):
   conv_resample: bool = True
   zero_init_outputs: bool = False
   dtype: jnp.dtype = jnp.float32
+  # None: no rematerialisation. Otherwise each ResBlock's activations are
+  # recomputed in the backward pass, keeping what this jax.checkpoint_policies
+  # name saves ("": nothing but the block's inputs).
+  remat_policy: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, gammas: jax.Array, *, train: bool = False):
@@ -158,9 +162,16 @@ class CriticUNet(nn.Module):
     emb = nn.Dense(emb_dim, kernel_init=layers.KAIMING, dtype=dt,
                    name="cond_embed_2")(nn.silu(emb))
 
+    block_cls = ResBlock
+    if self.remat_policy is not None:
+      policy = (getattr(jax.checkpoint_policies, self.remat_policy)
+                if self.remat_policy else None)
+      # Same module path and parameters; `train` (argument 3) is static.
+      block_cls = nn.remat(ResBlock, static_argnums=(3,), policy=policy)
+
     def res(out_ch, name, **kw):
-      return ResBlock(out_ch, self.dropout, self.use_scale_shift_norm,
-                      zero_init_out=zero, dtype=dt, name=name, **kw)
+      return block_cls(out_ch, self.dropout, self.use_scale_shift_norm,
+                       zero_init_out=zero, dtype=dt, name=name, **kw)
 
     def attn(name):
       return AttentionBlock(self.num_head_channels, zero, dt, name=name)
@@ -172,7 +183,7 @@ class CriticUNet(nn.Module):
     for level, mult in enumerate(self.channel_mults):
       for _ in range(self.res_blocks):
         ch = int(mult * inner)
-        h = res(ch, f"input_blocks_{block}_0")(h, emb, train=train)
+        h = res(ch, f"input_blocks_{block}_0")(h, emb, train)
         if ds in self.attn_res:
           h = attn(f"input_blocks_{block}_1")(h)
         hs.append(h)
@@ -180,23 +191,23 @@ class CriticUNet(nn.Module):
       if level != n_levels - 1:
         name = f"input_blocks_{block}_0"
         if self.resblock_updown:
-          h = res(ch, name, resample="down")(h, emb, train=train)
+          h = res(ch, name, resample="down")(h, emb, train)
         else:
           h = Downsample(self.conv_resample, dt, name=name)(h)
         hs.append(h)
         block += 1
         ds *= 2
 
-    h = res(ch, "middle_block_0")(h, emb, train=train)
+    h = res(ch, "middle_block_0")(h, emb, train)
     h = attn("middle_block_1")(h)
-    h = res(ch, "middle_block_2")(h, emb, train=train)
+    h = res(ch, "middle_block_2")(h, emb, train)
 
     block = 0
     for level, mult in reversed(list(enumerate(self.channel_mults))):
       for i in range(self.res_blocks + 1):
         h = jnp.concatenate([h, hs.pop().astype(h.dtype)], axis=-1)
         ch = int(inner * mult)
-        h = res(ch, f"output_blocks_{block}_0")(h, emb, train=train)
+        h = res(ch, f"output_blocks_{block}_0")(h, emb, train)
         sub = 1
         if ds in self.attn_res:
           h = attn(f"output_blocks_{block}_{sub}")(h)
@@ -204,7 +215,7 @@ class CriticUNet(nn.Module):
         if level and i == self.res_blocks:
           name = f"output_blocks_{block}_{sub}"
           if self.resblock_updown:
-            h = res(ch, name, resample="up")(h, emb, train=train)
+            h = res(ch, name, resample="up")(h, emb, train)
           else:
             h = Upsample(self.conv_resample, dt, name=name)(h)
           ds //= 2

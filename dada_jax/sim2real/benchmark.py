@@ -222,16 +222,6 @@ def warm_up_critic(cfg: mlc.ConfigDict, params: dict, steps: int, rng,
   return jax.device_get(state["params"]["critic"])
 
 
-def use_compile_cache() -> None:
-  """Keeps compiled steps in a persistent cache (~/.cache/dada_jax/xla, or
-  under $XDG_CACHE_HOME) unless one is configured already: every seed, and
-  methods with the same objective, compile the same programs."""
-  if jax.config.jax_compilation_cache_dir is None:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    jax.config.update("jax_compilation_cache_dir",
-                      os.path.join(root, "dada_jax", "xla"))
-
-
 def _critic_methods(methods) -> list[str]:
   return [m for m in methods if m not in ("vanilla", "oracle")]
 
@@ -551,7 +541,6 @@ def run(config: mlc.ConfigDict, *, output: str, seeds: Sequence[int],
     sets = blocks_lib.block_sets(config)
   except ValueError as e:
     raise Sim2RealError(f"--config: {e}") from e
-  use_compile_cache()
   scorers = {k: blocks_lib.Scorer(config, v) for k, v in sets.items()}
   os.makedirs(os.path.join(output, "runs"), exist_ok=True)
   outputs.write_text(os.path.join(output, "blocks.json"), json.dumps(

@@ -106,6 +106,20 @@ def test_remat_changes_nothing_but_the_program():
   assert remat(jaxpr1) >= 1 and remat(jaxpr0) == 0
 
 
+def test_remat_policy_reaches_the_checkpoint():
+  """train.remat_policy is the policy of each critic ResBlock's checkpoint
+  (traced only: the numbers are remat's, checked above)."""
+  c = config(train__remat=True, train__remat_policy="dots_saveable")
+  params, batch = initial_state()["params"], random_batch(c)
+  loss_fn = objective.make_objective(c)
+  jaxpr = jax.make_jaxpr(jax.grad(
+      lambda p: loss_fn(p, batch, jax.random.key(0), 0.2)[0]))(params)
+  policies = [p.replace("_", "").lower() for p in re.findall(
+      r"policy=<?(?:function )?(\w+)", str(jaxpr))]
+  # One checkpoint per critic ResBlock (not one around the whole critic).
+  assert len(policies) >= 2 and set(policies) == {"dotssaveable"}, policies
+
+
 def assert_shardings(state, state_sh):
   for leaf, want in zip(jax.tree.leaves(state), jax.tree.leaves(state_sh)):
     assert leaf.sharding.is_equivalent_to(want, leaf.ndim), (leaf.sharding,

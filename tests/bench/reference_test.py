@@ -192,6 +192,18 @@ def test_times_the_training_step(fake, probe, monkeypatch, mode, diff_flag):
   assert [c for c in calls if c[0] == "ema"] == [("ema", 0.9999)] * 4
 
 
+def test_profiles_one_more_step_by_op_class(fake, probe, tmp_path):
+  r = bench_torch.time_reference_step(fake, batch=2, size=16, steps=1,
+                                      warmup=0, small=True,
+                                      profile_dir=str(tmp_path / "torch"))
+  seconds = r["profile"]["seconds"]
+  assert seconds["conv forward"] > 0
+  assert seconds["conv backward (input + weight)"] > 0
+  assert (tmp_path / "torch" / "trace.json").is_file()
+  forwards = [c for c in probe.calls if c[0] == "forward"]
+  assert len(forwards) == 2  # the timed step, then the profiled one
+
+
 def test_paper_config_is_built(fake, probe):
   r = bench_torch.time_reference_step(fake, steps=1, warmup=0, batch=1,
                                       size=8)
