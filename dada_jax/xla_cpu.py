@@ -2,9 +2,9 @@
 
 On CPUs, jaxlib 0.10's default lowers convolutions to YNNPACK fusions whose
 weight gradient (a convolution with a 128x128 window over a handful of
-features) runs ~3x slower than XLA's own Eigen convolution; measured on the
-2-core development machine, the paper's DDA step (batch 3, 128²) takes 27.0 s
-with them and 16.0 s without (launch/BENCHMARKS.md). `dada_jax` therefore
+features) runs ~3x slower than XLA's own Eigen convolution; on the 2-core
+development machine the paper's DDA step (batch 3, 128²) took 30.2-30.5 s
+with them and 20.0-21.2 s without, in interleaved runs (launch/BENCHMARKS.md). `dada_jax` therefore
 turns YNNPACK fusions off by appending
 `--xla_cpu_experimental_ynn_fusion_type=` to XLA_FLAGS when it is imported.
 The flag only changes which CPU kernels run (results agree to fp32
