@@ -135,6 +135,17 @@ def compiled_step(config, mesh, state=None):
   return state, step, state_sh, batch_sh
 
 
+def first_step(config, mesh, batch, rng=7):
+  """(state, metrics) on the host after one train step from config.seed's
+  initial state on `mesh`, with base key `rng`."""
+  from dada_jax import sharding  # pylint: disable=g-import-not-at-top
+  state, step, _, batch_sh = compiled_step(config, mesh)
+  with jax.set_mesh(mesh):
+    state, metrics = step(state, sharding.put_batch(batch, batch_sh),
+                          jax.random.key(rng))
+  return jax.device_get((state, metrics))
+
+
 @pytest.fixture(scope="session")
 def ref():
   """The PyTorch reference's recorded small-config run (see fixtures/README)."""

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import compiled_step
+from conftest import first_step
 from conftest import random_batch
 from conftest import tiny_config
 from dada_jax import config_lib
@@ -73,11 +74,7 @@ def test_vanilla_step_on_eight_devices_equals_one_batch_step():
   results = []
   for k in (1, 2):
     config.optim.grad_accum_steps = k
-    state, step, _, batch_sh = compiled_step(config, mesh)
-    with jax.set_mesh(mesh):
-      state, metrics = step(state, sharding.put_batch(batch, batch_sh),
-                            jax.random.key(7))
-    results.append(jax.device_get((state, metrics)))
+    results.append(first_step(config, mesh, batch))
   (s1, m1), (s2, m2) = results
   assert set(m1) == set(m2)
   for key in m1:

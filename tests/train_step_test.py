@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import compiled_step
+from conftest import first_step
 from conftest import random_batch
 from conftest import tiny_config
 from dada_jax import sharding
@@ -22,12 +23,8 @@ def test_eight_devices_equal_one(mode):
   batch = random_batch(config)
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
-    mesh = sharding.make_mesh(config, devices)
-    state, step, _, batch_sh = compiled_step(config, mesh)
-    with jax.set_mesh(mesh):
-      state, metrics = step(state, sharding.put_batch(batch, batch_sh),
-                            jax.random.key(7))
-    results.append(jax.device_get((state, metrics)))
+    results.append(first_step(config, sharding.make_mesh(config, devices),
+                              batch))
   (s1, m1), (s8, m8) = results
   assert len(jax.devices()) == 8
   for k in m1:
