@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dada_jax.models import group_norm
 from dada_jax.models import layers
 
 
@@ -31,7 +32,7 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x, emb, train: bool):
     c_in = x.shape[-1]
-    h = nn.silu(layers.GroupNorm32(name="in_layers_0")(x))
+    h = group_norm.GroupNorm32(name="in_layers_0")(x, silu=True)
     if self.resample == "up":
       h, x = layers.upsample_nearest2(h), layers.upsample_nearest2(x)
     elif self.resample == "down":
@@ -44,19 +45,18 @@ class ResBlock(nn.Module):
                        name="emb_layers_1")(nn.silu(emb))
     emb_out = emb_out.astype(h.dtype)[:, None, None, :]
     if self.use_scale_shift_norm:
-      scale, shift = jnp.split(emb_out, 2, axis=-1)
-      h = layers.GroupNorm32(name="out_layers_0")(h) * (1 + scale) + shift
+      h = group_norm.GroupNorm32(name="out_layers_0")(
+          h, film=jnp.split(emb_out, 2, axis=-1), silu=True)
     else:
-      h = layers.GroupNorm32(name="out_layers_0")(h + emb_out)
-    h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
+      h = group_norm.GroupNorm32(name="out_layers_0")(h + emb_out, silu=True)
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
     h = layers.conv3x3(self.out_channels, "out_layers_3", self.dtype,
                        layers.output_init(self.zero_init_out))(h)
 
     # A 1x1 conv where the width changes (the reference's 3x3 option,
     # use_conv, is never enabled by its UNet).
     if self.out_channels != c_in:
-      x = nn.Conv(self.out_channels, (1, 1), kernel_init=layers.KAIMING,
-                  dtype=self.dtype, name="skip_connection")(x)
+      x = layers.conv1x1(self.out_channels, "skip_connection", self.dtype)(x)
     return x + h
 
 
@@ -104,8 +104,8 @@ class AttentionBlock(nn.Module):
                        f"num_head_channels={self.head_channels}")
     heads, ch = c // self.head_channels, self.head_channels
     seq = x.reshape(b, hgt * wid, c)
-    qkv = nn.Conv(3 * c, (1,), kernel_init=layers.KAIMING, dtype=self.dtype,
-                  name="qkv")(layers.GroupNorm32(name="norm")(seq))
+    qkv = layers.conv1x1(3 * c, "qkv", self.dtype, spatial_dims=1)(
+        group_norm.GroupNorm32(name="norm")(seq))
     qkv = qkv.reshape(b, hgt * wid, heads, 3, ch)
     scale = 1.0 / math.sqrt(math.sqrt(ch))
     q, k, v = qkv[..., 0, :] * scale, qkv[..., 1, :] * scale, qkv[..., 2, :]
@@ -113,8 +113,8 @@ class AttentionBlock(nn.Module):
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     a = jnp.einsum("bhts,bshc->bthc", weights.astype(v.dtype), v)
     a = a.reshape(b, hgt * wid, c)
-    out = nn.Conv(c, (1,), kernel_init=layers.output_init(self.zero_init_out),
-                  dtype=self.dtype, name="proj_out")(a)
+    out = layers.conv1x1(c, "proj_out", self.dtype,
+                         layers.output_init(self.zero_init_out), 1)(a)
     return (seq + out).reshape(b, hgt, wid, c)
 
 
@@ -221,7 +221,7 @@ class CriticUNet(nn.Module):
           ds //= 2
         block += 1
 
-    h = nn.silu(layers.GroupNorm32(name="out_0")(h))
+    h = group_norm.GroupNorm32(name="out_0")(h, silu=True)
     h = layers.conv3x3(self.out_channels, "out_2", dt,
                        layers.output_init(zero))(h)
     return h.astype(jnp.float32)
