@@ -52,6 +52,7 @@ class Result:
   device_peak_bytes: int | None = None
   temp_bytes: int | None = None
   profile: dict | None = None  # --profile: seconds by op class (profile.py)
+  mode: str | None = None  # the objective mode of a train case
 
 
 def _time_calls(fn, steps: int, warmup: int):
@@ -156,6 +157,7 @@ def bench_train_step(config: mlc.ConfigDict, mode: str, batch: int, size: int,
   result = _result(f"train {mode}", config.dtype, batch, size, times,
                    compile_s, _flops(lowered, compiled), peak_tflops,
                    _temp_bytes(compiled))
+  result.mode = mode
   if profile_dir:
     from dada_jax.bench import profile  # pylint: disable=g-import-not-at-top
     result.profile = profile.profile_jax_step(call, compiled.as_text(),
@@ -328,8 +330,7 @@ def run(config: mlc.ConfigDict, *, batch: int | None = None,
   if profile_dir:
     from dada_jax.bench import profile  # pylint: disable=g-import-not-at-top
     for r in [r for r in results if r.profile]:
-      mode = r.case.split(" ")[-1]
-      theirs = (ref or {}).get(mode, {}).get("profile")
+      theirs = (ref or {}).get(r.mode, {}).get("profile")
       print(f"\nwhere the time goes: {r.case}, {r.dtype} (traces under "
             f"{profile_dir})\n" + profile.table(r.profile, theirs))
   if json_path:
@@ -338,7 +339,7 @@ def run(config: mlc.ConfigDict, *, batch: int | None = None,
            "results": [dataclasses.asdict(r) for r in results],
            "torch_reference": ref,
            "reference_step_time_median_s": (ref or {}).get(
-               results[0].case.split(" ")[-1], {}).get("step_time_median_s")}
+               results[0].mode, {}).get("step_time_median_s")}
     os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
     outputs.write_text(json_path, json.dumps(out, indent=1))
     print(f"wrote {json_path}")
@@ -354,7 +355,7 @@ def reference_table(results: list[Result], ref: dict) -> str:
       rows.append(f"| {name} | failed | - | - | - |")
       continue
     for ours in results:
-      if ours.case == f"train {mode}":
+      if ours.mode == mode:
         rows.append(f"| {name} | {r['step_time_median_s']:.4f} | "
                     f"{ours.step_time_median_s:.4f} | {ours.dtype} | "
                     f"{r['step_time_median_s'] / ours.step_time_median_s:.2f}x"

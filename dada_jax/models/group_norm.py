@@ -15,20 +15,27 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dada_jax.models import layers
+
 
 def _grouped(x: jax.Array, num_groups: int) -> jax.Array:
   """[B, ..., C] -> [B, P, G, C // G] (P: every position)."""
   return x.reshape(x.shape[0], -1, num_groups, x.shape[-1] // num_groups)
 
 
-def _normalise(x, num_groups, epsilon):
-  """x̂ (float32, x's shape), mean and 1/std ([B, 1, G, 1]) per sample and
-  group; the variance in two passes, as torch computes it."""
+def _statistics(x, num_groups, epsilon):
+  """Mean and 1/std ([B, 1, G, 1], float32) per sample and group; the
+  variance in two passes, as torch computes it."""
   g = _grouped(x.astype(jnp.float32), num_groups)
   mean = g.mean(axis=(1, 3), keepdims=True)
-  rstd = jax.lax.rsqrt(jnp.square(g - mean).mean(axis=(1, 3), keepdims=True)
-                       + epsilon)
-  return ((g - mean) * rstd).reshape(x.shape), mean, rstd
+  return mean, jax.lax.rsqrt(
+      jnp.square(g - mean).mean(axis=(1, 3), keepdims=True) + epsilon)
+
+
+def _normalised(x, mean, rstd):
+  """x̂ = (x - mean)·(1/std), float32, x's shape."""
+  g = _grouped(x.astype(jnp.float32), mean.shape[2])
+  return ((g - mean) * rstd).reshape(x.shape)
 
 
 def _film(xhat, scale, bias, film_scale, film_shift):
@@ -69,7 +76,8 @@ def _named(fn):
 @_named
 def _group_norm_act_fwd(x, scale, bias, film_scale, film_shift, num_groups,
                         epsilon, silu):
-  xhat, mean, rstd = _normalise(x, num_groups, epsilon)
+  mean, rstd = _statistics(x, num_groups, epsilon)
+  xhat = _normalised(x, mean, rstd)
   y = _film(xhat, scale, bias, film_scale, film_shift)
   if silu:
     y = jax.nn.silu(y)
@@ -83,21 +91,17 @@ def _group_norm_act_bwd(num_groups, epsilon, silu, saved, dy):
   x, mean, rstd, scale, bias, film_scale, film_shift = saved
   b, c = x.shape[0], x.shape[-1]
   cg = c // num_groups
-  xhat = ((_grouped(x.astype(jnp.float32), num_groups) - mean)
-          * rstd).reshape(x.shape)
+  xhat = _normalised(x, mean, rstd)
   du = dy.astype(jnp.float32)
   if silu:
     u = _film(xhat, scale, bias, film_scale, film_shift)
     sig = jax.nn.sigmoid(u)
     du = du * sig * (1 + u * (1 - sig))
   # Everything else follows from two per-(sample, channel) sums over
-  # positions, taken rows first as in layers.add_bias (faster and ~5x less
-  # round-off on XLA:CPU); the barrier keeps XLA from merging the stages.
+  # positions.
   positions = tuple(range(1, x.ndim - 1))
-  rows = lambda t: t.sum(axis=x.ndim - 2, keepdims=True) if x.ndim > 3 else t
-  sum_du, sum_du_xhat = (
-      t.sum(axis=positions, keepdims=True) for t in
-      jax.lax.optimization_barrier((rows(du), rows(du * xhat))))
+  sum_du, sum_du_xhat = layers.sum_rows_first((du, du * xhat),
+                                              (0, x.ndim - 1))
   one_plus = 1 + film_scale.astype(jnp.float32)
   d_shift = sum_du
   d_film = scale * sum_du_xhat + bias * sum_du
