@@ -23,6 +23,7 @@ import os
 import sys
 from typing import Any, Callable
 
+from etils import epath
 import grain
 import jax
 import orbax.checkpoint as ocp
@@ -206,8 +207,24 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError("no checkpoint to restore")
-    state = self._restore_item(step, "state", ocp.args.StandardRestore())
+    state = self._restore_item(step, "state",
+                               ocp.args.StandardRestore(self._local(step)))
     return state["ema" if use_ema else "params"]
+
+  def _local(self, step: int):
+    """The saved state's shapes and dtypes, placed on this process's first
+    device: a checkpoint saved by other devices (a pod, a GPU) then restores
+    here."""
+    try:
+      saved = ocp.StandardCheckpointHandler().metadata(
+          epath.Path(self.step_dir(step)) / "state")
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise UnreadableStep(step, "state", short_reason(e, self.step_dir(step))
+                           ) from e
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        saved)
 
   def restore_newest(self, restore_step: Callable[[int], Any], *,
                      move_aside: bool = False) -> tuple[int | None, Any]:

@@ -98,7 +98,14 @@ def _parser():
   t.add_argument("--workdir", required=True,
                  help="checkpoints, metrics.jsonl, config.json, samples/")
   t.add_argument("--multihost", action="store_true",
-                 help="call jax.distributed.initialize() (Cloud TPU pods)")
+                 help="join a multi-process job (one process per host): "
+                 "Cloud TPU VMs and SLURM are detected, else set "
+                 "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID "
+                 "(dada_jax.multihost)")
+  t.add_argument("--coordinator-timeout", type=float, default=300.0,
+                 metavar="SECONDS",
+                 help="--multihost: give up, with an error line, when the "
+                 "job has not come together after this long (default 300)")
 
   v = add(
       "evaluate", help="PSNR/SSIM of the restorer on a paired set or SIDD")
@@ -354,9 +361,6 @@ def main(argv=None) -> int:
   overrides, rest = _split_overrides(argv)
   args = _parser().parse_args(rest)
   args.command_line = " ".join(["dada-jax", *argv])
-  if getattr(args, "multihost", False):
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
   # Grain worker processes parse absl flags; nothing else here uses them.
   from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
@@ -366,6 +370,9 @@ def main(argv=None) -> int:
     from dada_jax import compile_cache  # pylint: disable=g-import-not-at-top
     compile_cache.enable()
   try:
+    if getattr(args, "multihost", False):
+      from dada_jax import multihost  # pylint: disable=g-import-not-at-top
+      multihost.initialize(args.coordinator_timeout)
     config = config_lib.load_config(_config_spec(args), overrides)
     return _HANDLERS[args.command](args, config)
   except faults.TrainingStopped as e:

@@ -40,8 +40,9 @@ class SignalCatcher:
   elsewhere it is inert.
   """
 
-  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
-    self.signals = signals
+  def __init__(self, signals=None):
+    self.signals = (signal.SIGTERM, signal.SIGINT) if signals is None else (
+        signals)
     self.received: int | None = None
     self._previous = {}
 

@@ -24,6 +24,7 @@ import signal
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import ml_collections as mlc
 
 from dada_jax import checkpoint as ckpt_lib
@@ -189,18 +190,25 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
       writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
     if step % t.ckpt_every == 0 or final:
       save(step, state)
-    if signals.received is not None:
+    received = signals.received
+    if multi_process and multihost_utils.reached_preemption_sync_point(step):
+      received = signal.SIGTERM  # every process stops after this same step
+    if received is not None:
       if step % t.ckpt_every and not final:
         save(step, state)
       checkpointer.wait()
-      name = signal.Signals(signals.received).name
+      name = signal.Signals(received).name
       raise faults.TrainingStopped(
           f"stopped by {name} at step {step}; checkpoint saved in "
           f"{ckpt_lib.checkpoint_dir(workdir)}; rerun the same command "
-          "to continue", exit_code=128 + signals.received)
+          "to continue", exit_code=128 + received)
 
+  # One process must not checkpoint alone (a collective save), so with several
+  # processes SIGTERM is left to JAX's preemption notifier, which makes all of
+  # them stop after the same step, and SIGINT keeps its default.
+  multi_process = jax.process_count() > 1
   try:
-    with faults.SignalCatcher() as signals:
+    with faults.SignalCatcher(() if multi_process else None) as signals:
       run_steps(config, mesh, state, state_sharding, data_iter, step_rng,
                 stop=t.total_steps, on_step=on_step)
   finally:

@@ -8,13 +8,15 @@ value range ([0, 1] or [-1, 1]), B = global_batch_size // process_count:
   real_lq    real degraded patch, unpaired
   ref_clean  unpaired clean reference patch (only when a `ref` source is given)
 
-Each stream is its own MapDataset (host shard -> shuffle -> repeat -> crop and
-augment -> float [-> noise]) with its own seeds derived from the main seed and
-the host index, so the streams reshuffle independently and may have different
-epoch lengths. They are zipped by index and batched while still MapDatasets:
-a batch is then a pure function of its index, which makes the iterator state
-a single position (Grain checkpointing works) and makes the batches identical
-whatever the number of worker processes.
+Each stream is its own MapDataset (shuffle -> repeat -> crop and augment ->
+float [-> noise]) over the whole source, with its own seeds derived from the
+main seed, so the streams reshuffle independently and may have different epoch
+lengths. They are zipped by index into one global sequence of elements: global
+batch k is elements [k·G, (k+1)·G), and host h of n reads only its rows
+[h·G/n, (h+1)·G/n) of each (`_HostRows`), decoding nothing else. Everything
+stays a MapDataset until batching, so a batch is a pure function of its index:
+the iterator state is a single position (Grain checkpointing works), and the
+global batch is the same whatever the number of hosts or worker processes.
 """
 
 from __future__ import annotations
@@ -73,16 +75,16 @@ def _process(process_index, process_count):
   return process_index, process_count
 
 
-def _train_stream(source, stream: str, *, seed: int, process_index: int,
-                  process_count: int, patch_size: int, augment: bool,
-                  value_range: str, sigma_range,
+def _train_stream(source, stream: str, *, seed: int, patch_size: int,
+                  augment: bool, value_range: str, sigma_range,
                   awgn: bool = False) -> grain.MapDataset:
-  """One infinite, shuffled, cropped and augmented stream of this host."""
-  ds = grain.MapDataset.source(source)[process_index::process_count]
+  """One infinite, shuffled, cropped and augmented stream (all hosts')."""
+  ds = grain.MapDataset.source(source)
   if not len(ds):  # pylint: disable=g-explicit-length-test
-    raise DataError(f"{source!r} has {len(source)} image(s): none left for "
-                    f"host {process_index} of {process_count}")
-  s = lambda op: derive_seed(seed, process_index, _STREAMS[stream], op)
+    raise DataError(f"{source!r} has no images")
+  # The 0 was the host index when each host shuffled its own shard; kept so
+  # that a given seed still gives the same stream.
+  s = lambda op: derive_seed(seed, 0, _STREAMS[stream], op)
   ds = ds.shuffle(seed=s(0)).repeat()  # Shuffle's order changes per epoch.
   ds = ds.random_map(transforms.CropAndAugment(patch_size, augment),
                      seed=s(1))
@@ -93,6 +95,38 @@ def _train_stream(source, stream: str, *, seed: int, process_index: int,
     if stream != "syn":  # keep the noisy image only, as an unpaired stream
       ds = ds.map(_NoisyOnly())
   return ds
+
+
+class _HostRows(grain.MapDataset):
+  """This host's rows of each global batch of `parent`, in order.
+
+  Element m is row m % b of local batch m // b, i.e. parent element
+  (m // b)·G + host·b + m % b, for global batch G and b = G / host_count.
+  """
+
+  def __init__(self, parent: grain.MapDataset, global_batch_size: int,
+               host: int, host_count: int):
+    super().__init__(parent)
+    self._global = global_batch_size
+    self._local = global_batch_size // host_count
+    self._offset = host * self._local
+    self._length = len(parent) // global_batch_size * self._local
+
+  def __len__(self) -> int:
+    return self._length
+
+  def _parent_index(self, index: int) -> int:
+    batch, row = divmod(index, self._local)
+    return batch * self._global + self._offset + row
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self._parent_index(index)]
+
+  def __str__(self) -> str:
+    return (f"_HostRows(global_batch={self._global}, rows={self._offset}:"
+            f"{self._offset + self._local})")
 
 
 class _NoisyOnly(grain.transforms.Map):
@@ -151,10 +185,10 @@ def make_train_dataset(
     raise DataError(f"real_awgn: {real!r} is paired; the AWGN control needs "
                     "a clean-only real stream ({'image'} elements)")
   sources_lib.check_sources(list(streams.values()), patch_size,
-                            decode=check_files)
+                            decode=check_files,
+                            shard=(process_index, process_count))
   datasets = [
-      _train_stream(source, name, seed=seed, process_index=process_index,
-                    process_count=process_count, patch_size=patch_size,
+      _train_stream(source, name, seed=seed, patch_size=patch_size,
                     augment=augment, value_range=value_range,
                     sigma_range=sigma_range,
                     awgn=real_awgn and name == "real")
@@ -162,6 +196,7 @@ def make_train_dataset(
   # All streams are infinite (the same length), so zipping by index is exact.
   ds = grain.experimental.ZipMapDataset(datasets)
   ds = ds.map(_MergeStreams([_KEYS[name] for name in streams]))
+  ds = _HostRows(ds, global_batch_size, process_index, process_count)
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   return _to_iter(ds, num_workers, num_threads, prefetch_buffer_size)
 

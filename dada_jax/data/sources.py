@@ -305,7 +305,8 @@ class SyntheticClean:
 
 
 def check_sources(sources: Sequence[Any], min_size: int = 0, *,
-                  decode: bool = True, num_threads: int | None = None) -> None:
+                  decode: bool = True, num_threads: int | None = None,
+                  shard: tuple[int, int] = (0, 1)) -> None:
   """Raises one DataError listing every problem found in `sources`.
 
   Args:
@@ -317,6 +318,8 @@ def check_sources(sources: Sequence[Any], min_size: int = 0, *,
       otherwise only the listing problems (missing folders, unmatched pairs,
       missing flist entries) are reported.
     num_threads: decoding threads (default: the CPU count).
+    shard: (host, host_count): decode only items host, host + host_count, ...
+      (on a pod the hosts together decode each image once).
 
   Raises:
     DataError: first line a summary naming the sources with problems, then one
@@ -332,7 +335,8 @@ def check_sources(sources: Sequence[Any], min_size: int = 0, *,
     elif decode and len(source):
       with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
         for item_problems in pool.map(
-            lambda i, s=source: s.check_item(i, min_size), range(len(source))):
+            lambda i, s=source: s.check_item(i, min_size),
+            range(shard[0], len(source), shard[1])):
           problems.extend(p for p in item_problems if p.path not in listed)
     if problems:
       per_source[repr(source)] = problems

@@ -107,21 +107,67 @@ def test_different_seeds_differ(textured):
     assert not np.array_equal(a[k], b[k]), k
 
 
-def test_host_shards_are_disjoint_and_cover(paired_ids, real_ids):
-  syn_ids, real_ids_seen = [], []
+class CountingSource:
+  """Wraps a source; records which items were read and which checked."""
+
+  def __init__(self, source):
+    self.source, self.read, self.checked = source, [], []
+    self.problems, self.paired = source.problems, source.paired
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    self.read.append(i)
+    return self.source[i]
+
+  def check_item(self, i, min_size):
+    self.checked.append(i)
+    return self.source.check_item(i, min_size)
+
+
+@pytest.mark.parametrize("hosts", [2, 4])
+def test_hosts_split_the_global_batch(textured, hosts):
+  """Host h's batch is rows [h·b, (h+1)·b) of the one-host batch, for every
+  stream, and reads (checks and decodes) only its share of each source."""
+  one_host = take(train_iter(*textured, global_batch_size=8,
+                             process_count=1), 3)
+  counted = []
+  parts = []
+  for host in range(hosts):
+    sources = [CountingSource(s) for s in textured]
+    counted.append(sources)
+    it = train_iter(*sources, global_batch_size=8, process_index=host,
+                    process_count=hosts, num_threads=0,
+                    prefetch_buffer_size=0)
+    parts.append(take(it, 3))
+  for k, whole in enumerate(one_host):
+    for key in whole:
+      np.testing.assert_array_equal(
+          np.concatenate([part[k][key] for part in parts]), whole[key],
+          err_msg=key)
+  for stream in range(3):  # each check decodes a disjoint share
+    checked = [set(c[stream].checked) for c in counted]
+    assert all(not a & b for i, a in enumerate(checked)
+               for b in checked[i + 1:])
+    assert set().union(*checked) == set(range(len(textured[stream])))
+
+
+def test_a_host_decodes_only_its_rows(paired_ids, real_ids):
+  """One epoch of 8 pairs in two global batches of 4: each of 2 hosts reads 4
+  distinct pairs, the two hosts together all 8."""
+  seen = []
   for host in range(2):
-    it = train_iter(paired_ids, real_ids, patch_size=8, global_batch_size=4,
-                    process_index=host, process_count=2)
-    batches = take(it, 2)  # 2 x per-host batch 2 = one epoch of 4 pairs.
-    syn = sum((id_of(b["syn_gt"]) for b in batches), [])
-    real = sum((id_of(b["real_lq"]) for b in batches), [])[:3]  # 3 per host.
-    assert len(set(syn)) == 4 and len(set(real)) == 3
-    syn_ids.append(set(syn))
-    real_ids_seen.append(set(real))
-  assert not syn_ids[0] & syn_ids[1]
-  assert syn_ids[0] | syn_ids[1] == set(range(8))
-  assert not real_ids_seen[0] & real_ids_seen[1]
-  assert real_ids_seen[0] | real_ids_seen[1] == set(range(6))
+    syn = CountingSource(paired_ids)
+    it = train_iter(syn, real_ids, patch_size=8, global_batch_size=4,
+                    process_index=host, process_count=2, check_files=False,
+                    num_threads=0, prefetch_buffer_size=0)  # no read-ahead
+    batches = take(it, 2)
+    ids = sum((id_of(b["syn_gt"]) for b in batches), [])
+    assert len(set(ids)) == 4
+    assert sorted(syn.read) == sorted(set(syn.read)) and len(syn.read) == 4
+    seen.append(set(ids))
+  assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(8))
 
 
 def test_streams_reshuffle_each_epoch(paired_ids, real_ids):
