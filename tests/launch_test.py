@@ -13,8 +13,9 @@ import pytest
 from conftest import REPO
 
 LAUNCH = REPO / "launch"
-GPU, TPU_VM, SETUP = (str(LAUNCH / n)
-                      for n in ("gpu.sh", "tpu_vm.sh", "setup_tpu.sh"))
+GPU, TPU_VM, SETUP, SLURM = (
+    str(LAUNCH / n) for n in ("gpu.sh", "tpu_vm.sh", "setup_tpu.sh",
+                              "slurm.sh"))
 TPU_ENV = dict(TPU_NAME="dn", ZONE="us-east5-a", ACCELERATOR="v5litepod-32",
                TPU_VERSION="v2-alpha-tpuv5-lite", PROJECT="proj")
 SSH = "gcloud compute tpus tpu-vm ssh dn --zone=us-east5-a --project=proj "
@@ -53,7 +54,7 @@ def _fails(result, message):
 def test_every_script_parses():
   scripts = sorted(LAUNCH.glob("*.sh"))
   assert [p.name for p in scripts] == ["gpu.sh", "gpu_benchmarks.sh",
-                                      "setup_tpu.sh", "tpu_vm.sh"]
+                                      "setup_tpu.sh", "slurm.sh", "tpu_vm.sh"]
   for script in scripts:
     subprocess.run(["bash", "-n", str(script)], check=True)
     assert os.access(script, os.X_OK), script
@@ -102,6 +103,34 @@ def test_gpu_argument_errors(env):
                     "gpu.sh: no such config file: configs/nope.py"]
   _fails(_run(GPU, "--dry-run", "configs/denoise.py", "w", "--lr=1", env=env),
          "expected --config.FIELD=VALUE, got: --lr=1")
+
+
+def test_slurm_dry_run(env, tmp_path):
+  """One srun task per host running `train --multihost`; the run itself is
+  tests/multihost_test.py (two processes started through this script)."""
+  venv = tmp_path / "venv"
+  assert _ok(SLURM, "--dry-run", "configs/denoise.py", "/shared/runs/a b",
+             "--config.train.total_steps=10", env=env, VENV=str(venv),
+             XLA_FLAGS="--xla_dump_to=/d") == [
+                 "export XLA_PYTHON_CLIENT_MEM_FRACTION=0.90",
+                 "export XLA_FLAGS='--xla_gpu_enable_latency_hiding_scheduler"
+                 "=true --xla_dump_to=/d'",
+                 f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 "
+                 f"{venv}/bin/dada-jax train --multihost --config "
+                 "configs/denoise.py --workdir '/shared/runs/a b' "
+                 "--config.train.total_steps=10"]
+
+
+def test_slurm_argument_errors(env, tmp_path):
+  usage = "usage: launch/slurm.sh [--dry-run] CONFIG WORKDIR"
+  assert len(_fails(_run(SLURM, env=env), usage)) == 1
+  _fails(_run(SLURM, "configs/nope.py", "w", env=env),
+         "no such config file: configs/nope.py")
+  _fails(_run(SLURM, "--dry-run", "configs/denoise.py", "s3://b/r", env=env),
+         "WORKDIR must be a shared path or gs://BUCKET/PATH, got: s3://b/r")
+  _fails(_run(SLURM, "configs/denoise.py", "w", env=env,
+              VENV=str(tmp_path / "none")),
+         f"no {tmp_path}/none/bin/dada-jax: set VENV")
 
 
 def test_setup_tpu_dry_run(env, tmp_path):

@@ -1,6 +1,6 @@
 """A pod on one machine: `dada-jax train --multihost` as 2 processes x 4 CPU
-devices, launched as SLURM's srun would (the variables launch/slurm.sh
-relies on), against one process with 8 devices.
+devices, started by the SLURM recipe `launch/slurm.sh` (srun faked: it sets
+the variables srun sets), against one process with 8 devices.
 
 One run, in stages: two processes train until SIGTERM reaches one of them
 (both stop after the same step, checkpointed), restart and are killed with
@@ -72,29 +72,67 @@ def _slurm_env(env, rank, port, devices=4, ntasks=2):
   return e
 
 
-class Job:
-  """Two `dada-jax train --multihost` processes, output to log files."""
+# Stands in for srun on one machine: starts SLURM_NTASKS copies of the
+# command with the per-task variables srun sets, each one's pid, stderr and
+# exit status in $TASKS/<rank>.{pid,log,rc}.
+FAKE_SRUN = """#!/bin/bash
+while [[ "$1" == --* ]]; do shift; done
+for ((i = 0; i < SLURM_NTASKS; i++)); do
+  (SLURM_PROCID=$i SLURM_LOCALID=$i exec "$@" 2> "$TASKS/$i.log") &
+  echo $! > "$TASKS/$i.pid"
+  pids[i]=$!
+done
+for ((i = 0; i < SLURM_NTASKS; i++)); do
+  wait "${pids[i]}"; echo $? > "$TASKS/$i.rc"
+done
+"""
 
-  def __init__(self, env, workdir, total, logs):
-    port = _free_port()
-    self.logs = [logs / f"{workdir.name}.{time.time_ns()}.{r}.log"
-                 for r in range(2)]
-    self.procs = [
-        subprocess.Popen(_cmd(workdir, total, "--multihost"),
-                         env=_slurm_env(env, r, port), cwd=REPO,
-                         stdout=subprocess.DEVNULL,
-                         stderr=open(log, "w"))  # pylint: disable=consider-using-with
-        for r, log in enumerate(self.logs)]
+
+class Job:
+  """`launch/slurm.sh CONFIG WORKDIR ...` in an allocation of two "hosts"
+  (4 CPU devices each), srun faked by FAKE_SRUN."""
+
+  def __init__(self, env, workdir, total, tmp):
+    self.tasks = tmp / f"tasks.{time.time_ns()}"
+    self.tasks.mkdir(parents=True)
+    srun = tmp / "srun"
+    srun.write_text(FAKE_SRUN)
+    srun.chmod(0o755)
+    e = _slurm_env(env, 0, _free_port())
+    del e["SLURM_PROCID"], e["SLURM_LOCALID"]  # per task, from srun
+    e.update(SRUN=str(srun), TASKS=str(self.tasks), VENV=sys.prefix)
+    overrides = [f"--config.train.total_steps={total}", *FLAGS]
+    self.srun = subprocess.Popen(
+        ["bash", str(REPO / "launch/slurm.sh"), RUNLOCAL, str(workdir),
+         *overrides], env=e, cwd=REPO, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not all((self.tasks / f"{r}.pid").exists() for r in range(2)):
+      assert time.time() < deadline and self.srun.poll() is None
+      time.sleep(0.05)
+    self.pids = [int((self.tasks / f"{r}.pid").read_text()) for r in range(2)]
+
+  def running(self):
+    return self.srun.poll() is None
+
+  def signal(self, rank, signum):
+    os.kill(self.pids[rank], signum)
+
+  def logs(self):
+    return [(self.tasks / f"{r}.log").read_text() for r in range(2)]
 
   def wait(self, timeout=TIMEOUT_S):
-    codes = [p.wait(timeout=timeout) for p in self.procs]
-    return codes, [log.read_text() for log in self.logs]
+    self.srun.wait(timeout=timeout)
+    codes = [int((self.tasks / f"{r}.rc").read_text()) for r in range(2)]
+    return codes, self.logs()
 
   def kill(self):
-    for p in self.procs:
-      if p.poll() is None:
-        p.kill()
-        p.wait()
+    for pid in self.pids:
+      try:
+        os.kill(pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+    self.srun.wait(timeout=60)
 
 
 def _logged_steps(workdir):
@@ -105,10 +143,10 @@ def _logged_steps(workdir):
 def _wait_for_step(job, workdir, step):
   deadline = time.time() + TIMEOUT_S
   while time.time() < deadline:
-    if any(p.poll() is not None for p in job.procs):
+    if not job.running():
       job.kill()
-      pytest.fail("a process ended early:\n" +
-                  "\n".join(log.read_text()[-2000:] for log in job.logs))
+      pytest.fail("the job ended early:\n" +
+                  "\n".join(log[-2000:] for log in job.logs()))
     if max(_logged_steps(workdir), default=0) >= step:
       return
     time.sleep(0.05)
@@ -134,15 +172,14 @@ def _metrics(workdir):
 
 def test_two_processes_equal_one_and_survive_sigterm_and_kill_9(tmp_path,
                                                                   env):
-  run, logs = tmp_path / "pod", tmp_path / "logs"
-  logs.mkdir()
+  run = tmp_path / "pod"
   starts = 0
 
   # SIGTERM to process 1 only: both stop after one agreed step, checkpointed.
-  job = Job(env, run, 10_000, logs)
+  job = Job(env, run, 10_000, tmp_path)
   starts += 1
   _wait_for_step(job, run, 2)
-  job.procs[1].send_signal(signal.SIGTERM)
+  job.signal(1, signal.SIGTERM)
   codes, errs = job.wait(timeout=120)
   assert codes == [128 + signal.SIGTERM] * 2, "\n".join(e[-2000:] for e in errs)
   stopped = _ckpt_steps(run)[-1]
@@ -150,17 +187,16 @@ def test_two_processes_equal_one_and_survive_sigterm_and_kill_9(tmp_path,
     assert f"stopped by SIGTERM at step {stopped}" in err, err[-2000:]
 
   # Restart; kill -9 one process mid-run, then the other (a lost host).
-  job = Job(env, run, 10_000, logs)
+  job = Job(env, run, 10_000, tmp_path)
   starts += 1
   _wait_for_step(job, run, stopped + 1)
-  job.procs[1].kill()
-  job.procs[1].wait()
+  job.signal(1, signal.SIGKILL)
   job.kill()
   assert _ckpt_steps(run)[-1] == stopped
 
   # Restart both: they finish where an uninterrupted run would.
   total = stopped + 2
-  job = Job(env, run, total, logs)
+  job = Job(env, run, total, tmp_path)
   starts += 1
   codes, errs = job.wait()
   assert codes == [0, 0], "\n".join(e[-2000:] for e in errs)
