@@ -89,9 +89,53 @@ def tiling_problem(multiple: int, tile: int, overlap: int) -> str | None:
   return None
 
 
+def dihedral(x, t: int):
+  """Transform t in [0, 8) of an [H, W, C] array (numpy or jax): a left-right
+  flip when t >= 4, then t % 4 counter-clockwise quarter turns (np.rot90)."""
+  x = x[:, ::-1] if t >= 4 else x
+  for _ in range(t % 4):
+    x = x.swapaxes(0, 1)[::-1]
+  return x
+
+
+def dihedral_inverse(x, t: int):
+  """Undoes `dihedral(·, t)`."""
+  for _ in range(-t % 4):
+    x = x.swapaxes(0, 1)[::-1]
+  return x[:, ::-1] if t >= 4 else x
+
+
+# The 8 transforms by output orientation: [H, W] and [W, H].
+_SAME_SIDES, _SWAPPED_SIDES = (0, 2, 4, 6), (1, 3, 5, 7)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_ensemble(restorer, multiple: int):
+  """jit(params, x [H, W, 3]) -> mean over the 8 transforms t of
+  dihedral_inverse(x_t + G(x_t)), each x_t edge-padded as a single pass
+  would be: one program, two restorer calls of batch 4."""
+
+  @jax.jit
+  def ensemble(params, x):
+    total = jnp.zeros_like(x)
+    for group in (_SAME_SIDES, _SWAPPED_SIDES):
+      views = [dihedral(x, t) for t in group]
+      h, w, _ = views[0].shape
+      pad = ((0, _round_up(h, multiple) - h), (0, _round_up(w, multiple) - w),
+             (0, 0))
+      batch = jnp.stack([jnp.pad(v, pad, mode="edge") for v in views])
+      out = batch + restorer.apply({"params": params}, batch)
+      for y, t in zip(out, group):
+        total += dihedral_inverse(y[:h, :w], t)
+    return total / 8
+
+  return ensemble
+
+
 def restore_array(config: mlc.ConfigDict, params, image: np.ndarray, *,
                   tile: int | None | bool = None, overlap: int | None = None,
-                  tile_batch: int | None = None) -> np.ndarray:
+                  tile_batch: int | None = None,
+                  self_ensemble: bool = False) -> np.ndarray:
   """Restores one image.
 
   Args:
@@ -102,6 +146,9 @@ def restore_array(config: mlc.ConfigDict, params, image: np.ndarray, *,
       (using predict.tile), False/0 never tiles.
     overlap: tile overlap in pixels (default predict.tile_overlap).
     tile_batch: tiles per compiled call (default predict.tile_batch).
+    self_ensemble: average the restorations of the 8 flips and rotations of
+      the image (each mapped back; `dihedral`). Untiled, one compiled
+      program restores all 8; tiled, the 8 reuse the one tile program.
 
   Returns:
     [H, W, 3] float32, unclipped (the reference's x + G(x)).
@@ -115,17 +162,27 @@ def restore_array(config: mlc.ConfigDict, params, image: np.ndarray, *,
   if tile is None:
     tile = (config.predict.tile
             if h * w > config.predict.max_untiled_pixels else 0)
+  if not tile and self_ensemble:
+    ensemble = _compiled_ensemble(models.make_restorer(config), multiple)
+    return np.asarray(ensemble(params, jnp.asarray(image)))
   if not tile:
     padded = _pad_to(image, _round_up(h, multiple), _round_up(w, multiple))
     out = restore(params, jnp.asarray(padded[None]))
     return np.asarray(out[0, :h, :w])
-  return _restore_tiled(restore, params, image, tile, multiple,
-                        config.predict.tile_overlap if overlap is None
-                        else overlap,
-                        tile_batch or config.predict.tile_batch)
+  tiled = functools.partial(
+      _restore_tiled, restore, params, tile=tile, multiple=multiple,
+      overlap=config.predict.tile_overlap if overlap is None else overlap,
+      batch=tile_batch or config.predict.tile_batch)
+  if not self_ensemble:
+    return tiled(image)
+  total = np.zeros_like(image)
+  for t in range(8):
+    total += dihedral_inverse(tiled(np.ascontiguousarray(dihedral(image, t))),
+                              t)
+  return total / 8
 
 
-def _restore_tiled(restore, params, image, tile, multiple, overlap, batch):
+def _restore_tiled(restore, params, image, *, tile, multiple, overlap, batch):
   problem = tiling_problem(multiple, tile, overlap)
   if problem:
     raise ValueError(problem)

@@ -98,7 +98,8 @@ def plan_outputs(files: list[str], folder: str,
 
 
 def run(config: mlc.ConfigDict, *, checkpoint: str, input: str,  # pylint: disable=redefined-builtin
-        output: str, tile: int | None = None, overwrite: bool = False) -> int:
+        output: str, tile: int | None = None, overwrite: bool = False,
+        self_ensemble: bool = False) -> int:
   """Restores `input` (an image or a folder) into PNGs in `output`.
 
   Args:
@@ -108,6 +109,7 @@ def run(config: mlc.ConfigDict, *, checkpoint: str, input: str,  # pylint: disab
     output: folder for <input stem>.png; created once something is written.
     tile: tile side (None: config.predict's choice; 0: never tile).
     overwrite: replace PNGs already in `output` (inputs never are).
+    self_ensemble: average the 8 flips/rotations (`predict.restore_array`).
 
   Returns:
     0, or 1 when some inputs could not be read (listed on stderr).
@@ -131,7 +133,8 @@ def run(config: mlc.ConfigDict, *, checkpoint: str, input: str,  # pylint: disab
       print(f"[{i}/{len(files)}] FAILED {e}", file=sys.stderr)
       continue
     x = image_io.to_float(loaded.pixels, value_range)
-    y = predict.restore_array(config, params, x, tile=tile)
+    y = predict.restore_array(config, params, x, tile=tile,
+                              self_ensemble=self_ensemble)
     os.makedirs(output, exist_ok=True)  # only once something is written
     image_io.write_png(out_path, image_io.to_uint8(y, value_range))
     note = f" ({loaded.note})" if loaded.note else ""

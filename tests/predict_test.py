@@ -77,3 +77,51 @@ def test_bad_tiling_arguments(depth4, kwargs, match):
   c, params = depth4
   with pytest.raises(ValueError, match=match):
     predict.restore_array(c, params, _test_image(200, 200), **kwargs)
+
+
+def test_dihedral_transforms_are_the_8_distinct_and_invert():
+  x = np.arange(2 * 3 * 1).reshape(2, 3, 1)
+  views = [predict.dihedral(x, t) for t in range(8)]
+  assert len({v.tobytes() + bytes(v.shape) for v in views}) == 8
+  for t, v in enumerate(views):
+    expected = np.rot90(x[:, ::-1] if t >= 4 else x, t % 4)
+    np.testing.assert_array_equal(v, expected)
+    np.testing.assert_array_equal(predict.dihedral_inverse(v, t), x)
+
+
+def _mean_of_single_passes(c, params, img, **kw):
+  return np.mean([predict.dihedral_inverse(predict.restore_array(
+      c, params, np.ascontiguousarray(predict.dihedral(img, t)), **kw), t)
+                  for t in range(8)], axis=0)
+
+
+def test_self_ensemble_is_the_mean_of_8_single_passes_one_compile(depth4):
+  """Odd, non-square size: the 8 views have two shapes and their own
+  padding; one compiled program restores all of them."""
+  c, params = depth4
+  img = _test_image(37, 45)
+  ensemble = predict._compiled_ensemble(models.make_restorer(c),  # pylint: disable=protected-access
+                                        models.pad_multiple(c))
+  before = ensemble._cache_size()  # pylint: disable=protected-access
+  out = predict.restore_array(c, params, img, tile=0, self_ensemble=True)
+  assert ensemble._cache_size() == before + 1  # pylint: disable=protected-access
+  assert out.shape == img.shape
+  np.testing.assert_allclose(out, _mean_of_single_passes(c, params, img,
+                                                         tile=0), atol=1e-5)
+  single = predict.restore_array(c, params, img, tile=0)
+  assert np.abs(out - single).max() > 1e-3  # the views really differ
+
+
+def test_tiled_self_ensemble_reuses_the_tile_program(depth4):
+  c, params = depth4
+  img = _test_image(150, 200, seed=1)
+  restore = predict._compiled_restore(models.make_restorer(c))  # pylint: disable=protected-access
+  before = restore._cache_size()  # pylint: disable=protected-access
+  out = predict.restore_array(c, params, img, tile=64, overlap=16,
+                              self_ensemble=True)
+  size = restore._cache_size()  # pylint: disable=protected-access
+  assert size <= before + 1
+  np.testing.assert_allclose(
+      out, _mean_of_single_passes(c, params, img, tile=64, overlap=16),
+      atol=1e-6)
+  assert restore._cache_size() == size  # pylint: disable=protected-access
