@@ -10,6 +10,8 @@
                    [--profile DIR] [--torch-reference PATH]
   dada-jax sim2real --task TASK --seeds N --steps S --output OUT [--images DIR]
   dada-jax demo    [--output DIR]   (vanilla vs DDA on built-in photos)
+  dada-jax prepare PRESET --input DIR --output DIR [--list FILE]
+                   [--shard-size N] [--workers N] [--no-progress]
 
 Any `--config.a.b=value` argument overrides a config field. Errors are one
 line naming the flag or file, with a non-zero exit status. Every command but
@@ -163,6 +165,35 @@ def _parser():
                  "the reference's) into DIR and print the time by op class")
   b.add_argument("--overwrite", action="store_true",
                  help="replace --json if it exists")
+
+  from dada_jax.data import presets  # pylint: disable=g-import-not-at-top
+  pr = sub.add_parser(
+      "prepare", help="cut a reference dataset into ArrayRecord shards "
+      "(resumable; exit 1 when inputs were skipped)",
+      description="Cuts a local copy of a dataset the reference trains on "
+      "into patches as the reference's scripts do, written as ArrayRecord "
+      "shards plus manifest.json (read with data kind 'array_record'). "
+      "Rerun the same command to finish an interrupted run. Exit status: 0 "
+      "done; 1 done, but unreadable inputs were skipped (one line each on "
+      "stderr, listed in the manifest); 2 unusable input or output.")
+  pr.add_argument("preset", choices=list(presets.PRESETS),
+                  help="; ".join(f"{p.name}: --input {p.layout}"
+                                 for p in presets.PRESETS.values()))
+  pr.add_argument("--input", required=True,
+                  help="the local copy the preset reads (nothing is "
+                  "downloaded)")
+  pr.add_argument("--output", required=True,
+                  help="new or empty folder, or one this command started")
+  pr.add_argument("--list", default=None,
+                  help="realblur_j: the split list (default: "
+                  "RealBlur_J_train_list.txt in --input)")
+  pr.add_argument("--shard-size", type=int, default=256,
+                  help="records per shard (default 256)")
+  pr.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                  help="decoding and PNG-encoding threads")
+  pr.add_argument("--no-progress", action="store_true",
+                  help="no progress bar (there is none when stderr is not a "
+                  "terminal)")
 
   # demo is sim2real's vanilla vs DDA on one seed: same flags, other defaults.
   s = add("sim2real", help="vanilla vs DDA vs oracle and ablations "
@@ -351,6 +382,28 @@ def _sim2real(args, config):
       report_only=args.report_only, command=args.command_line)
 
 
+def _prepare(args):
+  from dada_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  if args.workers < 1:
+    raise UsageError(f"--workers {args.workers}: must be >= 1")
+  try:
+    m = prepare.prepare(args.preset, args.input, args.output,
+                        list_path=args.list, shard_size=args.shard_size,
+                        workers=args.workers, progress=not args.no_progress,
+                        log=lambda line: print(f"dada-jax prepare: {line}",
+                                               file=sys.stderr, flush=True))
+  except KeyboardInterrupt:
+    print("dada-jax prepare: interrupted; the complete shards are kept: "
+          "rerun the same command to finish", file=sys.stderr)
+    return 130
+  skipped = len(m["skipped"])
+  print(f"{args.output}: {m['records']} records of {m['preset']} in "
+        f"{len(m['shards'])} shards"
+        + (f"; {skipped} input(s) skipped (listed in manifest.json)"
+           if skipped else ""))
+  return 1 if skipped else 0
+
+
 _HANDLERS = {"convert": _convert, "export": _export, "restore": _restore,
              "train": _train, "evaluate": _evaluate, "bench": _bench,
              "sim2real": _sim2real, "demo": _sim2real}
@@ -366,13 +419,17 @@ def main(argv=None) -> int:
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   from dada_jax import faults  # pylint: disable=g-import-not-at-top
-  if args.command != "bench" and not args.no_compile_cache:
+  if args.command not in ("bench", "prepare") and not args.no_compile_cache:
     from dada_jax import compile_cache  # pylint: disable=g-import-not-at-top
     compile_cache.enable()
   try:
     if getattr(args, "multihost", False):
       from dada_jax import multihost  # pylint: disable=g-import-not-at-top
       multihost.initialize(args.coordinator_timeout)
+    if args.command == "prepare":  # reads no config
+      if overrides:
+        raise UsageError(f"--config.{overrides[0]}: prepare reads no config")
+      return _prepare(args)
     config = config_lib.load_config(_config_spec(args), overrides)
     return _HANDLERS[args.command](args, config)
   except faults.TrainingStopped as e:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 
 import ml_collections as mlc
@@ -19,13 +20,17 @@ VALUE_RANGES = {"zero_one": (0.0, 1.0), "minus_one_one": (-1.0, 1.0)}
 # "none"); `dada_jax.data.build_source` makes a source of each.
 STREAM_KINDS = ("synthetic", "folder", "paired_folders", "flist",
                 "paired_flists", "tfds", "none", "builtin", "simulated",
-                "rendered")
+                "rendered", "array_record")
 # Paths a stream kind reads: 1 = `path`, 2 = `path` and `gt_path`.
 _PATHS_NEEDED = {"folder": 1, "flist": 1, "tfds": 1, "paired_folders": 2,
-                 "paired_flists": 2}
+                 "paired_flists": 2, "array_record": 1}
+# Kind array_record (a `dada-jax prepare` folder): image_key "image" reads
+# the records as stored, "lq"/"gt" one side of a paired set, clean-only.
+ARRAY_RECORD_KEYS = ("image", "lq", "gt")
 # config.eval's kinds besides "none" and "sidd_mat" (two .mat files).
 EVAL_SOURCE_KINDS = ("paired_folders", "paired_flists", "folder", "flist",
-                     "tfds", "synthetic", "builtin", "simulated", "rendered")
+                     "tfds", "synthetic", "builtin", "simulated", "rendered",
+                     "array_record")
 # A simulated stream's degradations: the keys of
 # dada_jax.data.degrade.DEGRADATIONS and dada_jax.data.simulated.DOMAINS.
 TASKS = ("denoise", "derain", "deblur")
@@ -233,7 +238,17 @@ def apply_override(config: mlc.ConfigDict, item: str) -> None:
 
 
 def stream_paired(stream: mlc.ConfigDict) -> bool:
-  """Whether a stream's items are (degraded, clean) pairs, by its kind."""
+  """Whether a stream's items are (degraded, clean) pairs, by its kind (and
+  for kind array_record, its image_key and the folder's manifest.json)."""
+  if stream.kind == "array_record":
+    if stream.image_key != "image":
+      return False
+    try:
+      with open(os.path.join(stream.path, "manifest.json"),
+                encoding="utf-8") as f:
+        return bool(json.load(f).get("paired"))
+    except (OSError, ValueError, AttributeError):
+      return False  # the source reports the missing or bad manifest
   return stream.kind in ("paired_folders", "paired_flists") or (
       stream.kind in ("simulated", "rendered") and bool(stream.paired))
 
@@ -257,6 +272,9 @@ def stream_problem(stream: mlc.ConfigDict, name: str) -> str | None:
     return f"{name}.path is empty (kind {kind!r} needs it)"
   if need == 2 and not stream.gt_path:
     return f"{name}.gt_path is empty (kind {kind!r} needs it)"
+  if kind == "array_record" and stream.image_key not in ARRAY_RECORD_KEYS:
+    return (f"{name}.image_key={stream.image_key!r}: kind 'array_record' "
+            f"reads one of {ARRAY_RECORD_KEYS}")
   if kind in ("simulated", "rendered"):
     task, domain = stream.get("task"), stream.get("domain")
     domains = DOMAINS if kind == "simulated" else RENDERED_DOMAINS

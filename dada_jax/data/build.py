@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 from dada_jax import config_lib
+from dada_jax.data import shards
 from dada_jax.data import sources
 from dada_jax.data.common import DataError
+
+# The training streams that read single images ({"image"}), and the side of
+# a paired prepared set each would use.
+_SINGLE_STREAMS = {"config.data.real": "lq", "config.data.ref": "gt"}
+
+
+def _prepared(stream, name: str) -> shards.PreparedShards:
+  """A `dada-jax prepare` folder; a paired one read whole by a single-image
+  training stream is a DataError naming the image_key that fixes it."""
+  source = shards.PreparedShards(stream.path, stream.image_key)
+  side = _SINGLE_STREAMS.get(name)
+  if side and source.paired:
+    raise DataError(
+        f"{name}: {stream.path} holds (lq, gt) pairs of "
+        f"{source.manifest.get('preset')} but this stream reads single "
+        f"images: set --{name}.image_key={side}")
+  return source
 
 
 def build_source(stream, name: str = "stream", patch_size: int = 0):
@@ -13,8 +31,10 @@ def build_source(stream, name: str = "stream", patch_size: int = 0):
   Args:
     stream: ConfigDict with `kind` (one of config_lib.STREAM_KINDS) and
       `path`, `gt_path`, `split`, `data_dir`, `image_key`, `num`, `size`,
-      `seed`; kind simulated also `task`, `domain` and `paired`; kind
-      rendered also `block_size`, `draws` and `blocks_per_photo`.
+      `seed` (kind array_record: `path` a `dada-jax prepare` folder,
+      `image_key` "image", "lq" or "gt", see shards.PreparedShards); kind
+      simulated also `task`, `domain` and `paired`; kind rendered also
+      `block_size`, `draws` and `blocks_per_photo`.
     name: the config field, for error messages (e.g. "config.data.real").
     patch_size: the training patch: a rendered stream without block_size
       renders windows of this side (see dada_jax.data.rendered).
@@ -43,6 +63,8 @@ def build_source(stream, name: str = "stream", patch_size: int = 0):
     return sources.FlistSource(stream.path)
   if kind == "paired_flists":
     return sources.PairedFlists(stream.path, stream.gt_path)
+  if kind == "array_record":
+    return _prepared(stream, name)
   if kind in ("builtin", "simulated", "rendered"):
     # builtin: clean photos from pip wheels (or the folder `path`), max side
     # `size`; simulated: those degraded by `task`/`domain` with `seed`, paired
