@@ -94,6 +94,9 @@ def _parser():
   r.add_argument("--overwrite", action="store_true",
                  help="replace PNGs already in --output (inputs are never "
                  "replaced)")
+  r.add_argument("--self-ensemble", action="store_true",
+                 help="average the restorations of the 8 flips and rotations "
+                 "of each image (8x the compute)")
 
   t = add("train", help="train (resumes from the workdir)")
   t.add_argument("--config", required=True)
@@ -335,7 +338,8 @@ def _export(args, config):
 def _restore(args, config):
   return restore.run(config, checkpoint=args.checkpoint, input=args.input,
                      output=args.output, tile=args.tile,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite,
+                     self_ensemble=args.self_ensemble)
 
 
 def _train(args, config):

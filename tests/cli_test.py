@@ -76,6 +76,17 @@ def test_convert_restore_export(tmp_path, pth_file, inputs, ref_state, small,
   np.testing.assert_array_equal(image_io.read_rgb8(out2 / "a_rgb.png"),
                                 image_io.read_rgb8(out / "a_rgb.png"))
 
+  # --self-ensemble: the mean of the 8 flipped/rotated restorations.
+  out3 = tmp_path / "restored_x8"
+  assert cli.main(["restore", "--checkpoint", str(converted), "--input",
+                   str(inputs / "a_rgb.png"), "--output", str(out3),
+                   "--self-ensemble"] + SMALL) == 0
+  x = image_io.to_float(image_io.read_rgb8(inputs / "a_rgb.png"), "zero_one")
+  want = predict.restore_array(small, small_params["restorer"], x, tile=0,
+                               self_ensemble=True)
+  np.testing.assert_array_equal(image_io.read_rgb8(out3 / "a_rgb.png"),
+                                image_io.to_uint8(want, "zero_one"))
+
   exported = tmp_path / "back.pth"
   assert cli.main(["export", "--checkpoint", str(converted), "--output",
                    str(exported)] + SMALL) == 0
