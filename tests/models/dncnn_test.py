@@ -1,0 +1,183 @@
+"""DnCNN against the reference (Noise-DA models/net/dncnn.py).
+
+Fixture: tests/fixtures/dncnn_small.npz (make_dncnn_fixture.py): 3 layers
+(one conv-BN-ReLU), perturbed weights and running statistics, odd-sized
+input. Tolerances: outputs 1e-5 relative, gradients 1e-4.
+"""
+
+import functools
+import importlib.util
+import json
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import nhwc
+from dada_jax.models import dncnn
+
+FIXTURE = pathlib.Path(__file__).parents[1] / "fixtures" / "dncnn_small.npz"
+
+
+def assert_rel(actual, expected, tol=1e-5):
+  actual, expected = np.asarray(actual), np.asarray(expected)
+  assert actual.shape == expected.shape
+  err = np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12)
+  assert err <= tol, f"relative error {err:.3g} > {tol}"
+
+
+@functools.cache
+def _record():
+  with np.load(FIXTURE) as f:
+    rec = {k: f[k] for k in f.files}
+  group = lambda prefix: {k[len(prefix):]: v for k, v in rec.items()
+                          if k.startswith(prefix)}
+  rec["attrs"] = json.loads(rec["config"].item())
+  rec["state"], rec["grad"] = group("state/"), group("grad/")
+  rec["state_after"] = group("state_after/")
+  return rec
+
+
+def _variables():
+  rec = _record()
+  return dncnn.params_from_torch(rec["state"], **rec["attrs"])
+
+
+@functools.cache
+def _train_step():
+  """(train output, loss, grads, updated stats), torch-keyed where keyed."""
+  rec, variables = _record(), _variables()
+  model = dncnn.DnCNN(**rec["attrs"])
+
+  def loss(params):
+    out, new = model.apply({"params": params,
+                            "batch_stats": variables["batch_stats"]},
+                           nhwc(rec["input"]), train=True,
+                           mutable=["batch_stats"])
+    return jnp.mean(jnp.square(out)), (out, new)
+
+  (value, (out, new)), grads = jax.jit(
+      jax.value_and_grad(loss, has_aux=True))(variables["params"])
+  state = dncnn.params_to_torch({"params": grads, **new}, **rec["attrs"])
+  return out, value, state
+
+
+def test_eval_output_matches_reference():
+  rec = _record()
+  model = dncnn.DnCNN(**rec["attrs"])
+  out = jax.jit(model.apply)(_variables(), nhwc(rec["input"]))
+  assert_rel(out, nhwc(rec["eval_output"]))
+
+
+def test_train_output_and_running_stats_match_reference():
+  rec = _record()
+  out, value, state = _train_step()
+  assert_rel(out, nhwc(rec["train_output"]))
+  assert_rel(value, rec["loss"])
+  for key, expected in rec["state_after"].items():
+    if key.endswith("num_batches_tracked"):
+      assert state[key].dtype == np.int64 and state[key] == expected == 8
+    else:
+      assert_rel(state[key], expected)
+
+
+def test_gradients_match_reference():
+  rec = _record()
+  state = _train_step()[2]
+  for key, expected in rec["grad"].items():
+    assert_rel(state[key], expected, tol=1e-4)
+
+
+def test_init_leaves_stats_and_train_needs_two_values_per_channel():
+  model = dncnn.DnCNN(channels=1, num_of_layers=3)
+  x = jnp.ones((1, 1, 1, 1))
+  variables = model.init(jax.random.PRNGKey(0), x, train=True)
+  stats = variables["batch_stats"]["dncnn_3"]
+  assert stats["num_batches_tracked"] == 0 and (stats["var"] == 1).all()
+  with pytest.raises(ValueError, match="more than one value per channel"):
+    model.apply(variables, x, train=True, mutable=["batch_stats"])
+
+
+@pytest.mark.parametrize("num_of_layers", [3, 5])
+def test_state_dict_round_trips_bitwise(num_of_layers):
+  rec = _record()
+  if num_of_layers == 3:
+    state = rec["state"]
+  else:  # deeper: random values in the reference's key layout
+    rng = np.random.default_rng(0)
+    layout = dncnn._layout(num_of_layers=5)  # pylint: disable=protected-access
+    state = {k: (np.int64(3) if dtype == np.int64 else
+                 rng.standard_normal(shape).astype(np.float32))
+             for k, (_, _, shape, dtype) in layout.items()}
+    state = {k: np.asarray(v) for k, v in state.items()}
+  attrs = {**rec["attrs"], "num_of_layers": num_of_layers}
+  back = dncnn.params_to_torch(dncnn.params_from_torch(state, **attrs),
+                               **attrs)
+  assert list(back) == list(state)
+  for key, value in state.items():
+    assert back[key].dtype == value.dtype and back[key].shape == value.shape
+    assert back[key].tobytes() == value.tobytes(), key
+
+
+def test_key_layout_follows_the_sequential_indices():
+  keys = list(dncnn._layout(num_of_layers=4))  # pylint: disable=protected-access
+  stats = ["weight", "bias", "running_mean", "running_var",
+           "num_batches_tracked"]
+  assert keys == (["dncnn.0.weight", "dncnn.2.weight"]
+                  + [f"dncnn.3.{n}" for n in stats] + ["dncnn.5.weight"]
+                  + [f"dncnn.6.{n}" for n in stats] + ["dncnn.8.weight"])
+
+
+def test_strict_import_names_every_bad_key_at_once():
+  rec = _record()
+  state = dict(rec["state"])
+  del state["dncnn.3.running_var"]
+  state["dncnn.4.weight"] = np.zeros(3, np.float32)
+  state["dncnn.2.weight"] = state["dncnn.2.weight"][:8]
+  with pytest.raises(ValueError) as err:
+    dncnn.params_from_torch(state, **rec["attrs"])
+  for key in ("dncnn.3.running_var", "dncnn.4.weight",
+              "dncnn.2.weight (8, 64, 3, 3) (expected (64, 64, 3, 3))"):
+    assert key in str(err.value)
+
+
+def test_defaults_size_and_padding():
+  fields = dncnn.DnCNN.__dataclass_fields__
+  assert {k: fields[k].default for k in dncnn.DEFAULTS} == dncnn.DEFAULTS
+  layout = dncnn._layout()  # pylint: disable=protected-access
+  # The reference's state_dict(): 3 convs + 15 (conv, BN with 4 tensors and
+  # a counter); 558,336 parameters.
+  assert len(layout) == 2 + 15 * 6
+  assert sum(int(np.prod(spec[2])) for spec in layout.values()
+             if spec[0] == "params") == 558_336
+  assert dncnn.pad_multiple() == 1
+
+
+def _reference():
+  torch = pytest.importorskip("torch", reason="torch is not installed")
+  root = pathlib.Path(os.environ.get("NOISE_DA", "~/Noise-DA")).expanduser()
+  path = root / "models" / "net" / "dncnn.py"
+  if not path.is_file():
+    pytest.skip(f"no reference checkout at {root} (set NOISE_DA)")
+  spec = importlib.util.spec_from_file_location("noise_da_dncnn", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return torch, module.DnCNN
+
+
+def test_export_loads_into_the_reference_strictly():
+  torch, reference = _reference()
+  variables = dncnn.DnCNN().init(jax.random.PRNGKey(0),
+                                 jnp.zeros((1, 4, 4, 3)))
+  exported = dncnn.params_to_torch(variables)
+  ref = reference()
+  ref.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()},
+                      strict=True)
+  expected = ref.state_dict()
+  assert list(exported) == list(expected)
+  for key, value in expected.items():
+    assert exported[key].dtype == value.numpy().dtype
+    np.testing.assert_array_equal(value.numpy(), exported[key])
