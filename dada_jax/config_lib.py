@@ -12,6 +12,7 @@ import os
 
 import ml_collections as mlc
 
+from dada_jax import backbones
 from dada_jax import errors
 
 VALUE_RANGES = {"zero_one": (0.0, 1.0), "minus_one_one": (-1.0, 1.0)}
@@ -64,6 +65,11 @@ def parse_arg(arg: str | None, **defaults):
   return out
 
 
+def _blocks(networks: dict) -> dict:
+  return {name: mlc.ConfigDict(dict(fields)) for name, fields in
+          networks.items()}
+
+
 def base_config(task: str) -> mlc.ConfigDict:
   """Fields every task config shares, at the paper's settings."""
   c = mlc.ConfigDict()
@@ -72,14 +78,18 @@ def base_config(task: str) -> mlc.ConfigDict:
   c.dtype = "float32"
 
   # The architectures: every field is the attribute of the same name of
-  # models.RestorationNet / models.CriticUNet (the compute dtype is `dtype`).
+  # models.RestorationNet / models.CriticUNet (the compute dtype is `dtype`);
+  # `name` picks another network, set up by its own block (see
+  # dada_jax.backbones).
   c.restorer = mlc.ConfigDict(dict(
-      depth=4, wf=64, slope=0.2, last_init="kaiming"))
+      name=backbones.DEFAULT_RESTORER, depth=4, wf=64, slope=0.2,
+      last_init="kaiming", **_blocks(backbones.RESTORERS)))
   c.critic = mlc.ConfigDict(dict(
-      in_channels=9, out_channels=3, inner_channels=64,
-      channel_mults=(1, 2, 4, 8), res_blocks=2, attn_res=(16,),
-      num_head_channels=32, dropout=0.2, use_scale_shift_norm=True,
-      resblock_updown=True, conv_resample=True, zero_init_outputs=False))
+      name=backbones.DEFAULT_CRITIC, in_channels=9, out_channels=3,
+      inner_channels=64, channel_mults=(1, 2, 4, 8), res_blocks=2,
+      attn_res=(16,), num_head_channels=32, dropout=0.2,
+      use_scale_shift_norm=True, resblock_updown=True, conv_resample=True,
+      zero_init_outputs=False, **_blocks(backbones.CRITICS)))
   c.diffusion = mlc.ConfigDict(dict(
       schedule="linear", num_timesteps=1000, linear_start=1e-6,
       linear_end=1e-2, cosine_s=8e-3))
@@ -154,10 +164,15 @@ def base_config(task: str) -> mlc.ConfigDict:
 
 
 def runlocal_models(c: mlc.ConfigDict) -> None:
-  """Shrinks both networks to test size (33k and 0.8M parameters)."""
+  """Shrinks both networks to test size (33k and 0.8M parameters), and the
+  other networks a config can name."""
   c.restorer.update(depth=3, wf=8)
   c.critic.update(inner_channels=32, channel_mults=(1, 2), res_blocks=1,
                   attn_res=(2,), num_head_channels=16)
+  for block, networks in ((c.restorer, backbones.RESTORERS),
+                          (c.critic, backbones.CRITICS)):
+    for name in networks:
+      block[name].update(backbones.RUNLOCAL[name])
   c.predict.update(tile=64, tile_overlap=16, max_untiled_pixels=128 * 128)
 
 
@@ -174,6 +189,28 @@ def runlocal(c: mlc.ConfigDict) -> None:
                 noise_sigma=25.0)
   c.train.update(total_steps=6, log_every=2, ckpt_every=3, eval_every=6,
                  keep_ckpts=2, progress_bar=False)
+
+
+def with_restorer(task_file: str, restorer: str, arg: str | None,
+                  sizes: dict[str, dict] | None = None) -> mlc.ConfigDict:
+  """`task_file`'s config with the restorer `restorer` (a backbone config).
+
+  `arg`: 'runlocal' and 'mode=...' as the task config takes them,
+  'size=NAME' (a key of `sizes`: fields of config.restorer.<restorer>),
+  'critic=NAME' (config.critic.name).
+  """
+  a = parse_arg(arg, runlocal=False, mode="dda", critic="", size="")
+  task = [f"mode={a.mode}"] + (["runlocal"] if a.runlocal else [])
+  config = load_config(f"{task_file}:{','.join(task)}")
+  config.restorer.name = restorer
+  if a.size:
+    if a.size not in (sizes or {}):
+      raise ConfigError(f"config argument size={a.size!r}: expected one of "
+                        f"{sorted(sizes or {})}")
+    config.restorer[restorer].update(sizes[a.size])
+  if a.critic:
+    config.critic.name = a.critic
+  return config
 
 
 def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()):
@@ -322,12 +359,11 @@ def _check_training(config: mlc.ConfigDict, num_devices: int) -> None:
         f"batch_size must be a multiple of {k} x {num_devices} = "
         f"{k * num_devices}")
   # The restorer's and the critic's total downsampling.
-  multiple = max(2 ** (config.restorer.depth - 1),
-                 2 ** (len(config.critic.channel_mults) - 1))
+  multiple = backbones.patch_multiple(config)
   if d.patch_size % multiple:
     raise ConfigError(f"config.data.patch_size={d.patch_size} must be a "
-                      f"multiple of {multiple} (restorer depth and critic "
-                      "levels)")
+                      f"multiple of {multiple} (the restorer's and the "
+                      "critic's downsampling)")
   if mode == "dda_ex" and d.ref.kind == "none":
     raise ConfigError("config.objective.mode='dda_ex' needs a clean "
                       "reference stream: set config.data.ref.kind")
@@ -401,6 +437,23 @@ def validate(config: mlc.ConfigDict, *, num_devices: int | None = None,
   if policy and not config.train.remat:
     raise ConfigError(f"config.train.remat_policy={policy!r} applies only "
                       "with config.train.remat=True")
+  for block, known in ((config.restorer, backbones.RESTORERS),
+                       (config.critic, backbones.CRITICS)):
+    name = block.get("name")
+    default = (backbones.DEFAULT_RESTORER if block is config.restorer
+               else backbones.DEFAULT_CRITIC)
+    if name != default and name not in known:
+      role = "restorer" if block is config.restorer else "critic"
+      raise ConfigError(f"config.{role}.name={name!r}: expected one of "
+                        f"{[default, *known]}")
+  if backbones.critic_name(config) == "sr3":
+    sr3 = config.critic.sr3
+    widths = [m * sr3.inner_channel for m in sr3.channel_mults]
+    if sr3.in_channel != 9 or any(w % sr3.norm_groups for w in widths):
+      raise ConfigError(f"config.critic.sr3: in_channel must be 9 (is "
+                        f"{sr3.in_channel}) and norm_groups="
+                        f"{sr3.norm_groups} must divide every level width "
+                        f"{widths}")
   widths = [m * config.critic.inner_channels
             for m in config.critic.channel_mults]
   if any(w % 32 for w in widths):

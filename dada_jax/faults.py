@@ -9,6 +9,7 @@ import shutil
 import signal
 import tempfile
 
+from dada_jax import backbones
 from dada_jax import config_lib
 
 # Fields that change the shapes or meaning of the saved state; a checkpoint
@@ -107,14 +108,29 @@ def _flatten(prefix: str, value):
   return {prefix: list(value) if isinstance(value, tuple) else value}
 
 
+def _network(field: str, block):
+  """The part of a restorer or critic block that shapes the network: its
+  name (configs before names existed have none: the default) and the named
+  network's fields, not the other networks' blocks."""
+  default = {"restorer": backbones.DEFAULT_RESTORER,
+             "critic": backbones.DEFAULT_CRITIC}.get(field)
+  if default is None or not isinstance(block, dict):
+    return block
+  name = block.get("name", default)
+  if name != default:
+    return {"name": name, **block.get(name, {})}
+  return {"name": name, **{k: v for k, v in block.items()
+                           if k != "name" and not isinstance(v, dict)}}
+
+
 def config_mismatches(saved: dict, current: dict,
                       fields=MODEL_FIELDS) -> list[str]:
   """'field: checkpoint X, config Y' for every model field that differs
   (LEGACY_KEYS aside)."""
   out = []
   for field in fields:
-    a = _flatten(field, _get(saved, field))
-    b = _flatten(field, _get(current, field))
+    a = _flatten(field, _network(field, _get(saved, field)))
+    b = _flatten(field, _network(field, _get(current, field)))
     for key in sorted((set(a) | set(b)) - LEGACY_KEYS):
       if a.get(key) != b.get(key):
         out.append(f"{key}: checkpoint {a.get(key)!r}, config {b.get(key)!r}")

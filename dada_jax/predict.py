@@ -21,9 +21,16 @@ from dada_jax import models
 
 @functools.lru_cache(maxsize=8)
 def _compiled_restore(restorer):
+  # Only the paper's U-Net takes the tile's place in the whole image (its
+  # align-corners upsampling depends on it); other restorers see a tile
+  # alone.
+  place = isinstance(restorer, models.RestorationNet)
+
   @jax.jit
   def restore(params, x, origin=None, global_size=None):
-    return x + restorer.apply({"params": params}, x, origin, global_size)
+    if place:
+      return x + restorer.apply({"params": params}, x, origin, global_size)
+    return x + restorer.apply({"params": params}, x)
   return restore
 
 

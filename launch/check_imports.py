@@ -32,10 +32,10 @@ import sys
 LAYERS = (
     # 0: no dada_jax imports (but __init__ sets xla_cpu's flags).
     ("__init__", "errors", "xla_cpu"),
-    # 1: config, file writing, the compile cache, the diffusion schedule,
-    # the metrics, joining a multi-process job.
-    ("config_lib", "outputs", "compile_cache", "diffusion", "metrics",
-     "multihost"),
+    # 1: config and the networks it can name, file writing, the compile
+    # cache, the diffusion schedule, the metrics, joining a multi-process job.
+    ("config_lib", "backbones", "outputs", "compile_cache", "diffusion",
+     "metrics", "multihost"),
     # 2: image and SIDD .mat files.
     ("image_io", "sidd"),
     # 3: the networks, the input pipelines and the PyTorch files.

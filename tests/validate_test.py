@@ -26,7 +26,7 @@ def _set(config, field, value):
     ("data.batch_size", 12, "config.data.batch_size=12 is not divisible by "
      "the 8 devices of the data axis"),
     ("data.patch_size", 18, "config.data.patch_size=18 must be a multiple of "
-     "4 (restorer depth and critic levels)"),
+     "4 (the restorer's and the critic's downsampling)"),
     ("data.ref.kind", "none", "config.objective.mode='dda_ex' needs a clean "
      "reference stream: set config.data.ref.kind"),
     ("train.log_every", 0, "config.train.log_every=0 must be positive"),

@@ -1,9 +1,11 @@
 """Model construction from config, and parameter initialisation.
 
-Every field of `config.restorer` / `config.critic` is the attribute of the
-same name of `RestorationNet` / `CriticUNet`; the compute dtype comes from
-`config.dtype`. Params are a plain pytree keyed by role:
-{"restorer": ..., "critic": ...}.
+`config.restorer.name` / `config.critic.name` pick the networks (see
+dada_jax.backbones): by default the paper's `RestorationNet` /
+`CriticUNet`, whose attributes are the fields of the same name at the top of
+the block; another network takes its attributes from `config.<role>.<name>`.
+The compute dtype comes from `config.dtype`. Params are a plain pytree keyed
+by role: {"restorer": ..., "critic": ...}.
 """
 
 from __future__ import annotations
@@ -12,8 +14,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
+from dada_jax import backbones
+from dada_jax.models import restormer
+from dada_jax.models import sr3_critic
+from dada_jax.models import uformer
 from dada_jax.models.critic import CriticUNet
 from dada_jax.models.restorer import RestorationNet
+
+# name -> the module defining the network (its class, pad rule, converters).
+RESTORER_MODULES = {"restormer": restormer, "uformer": uformer}
+CRITIC_MODULES = {"sr3": sr3_critic}
+_CLASSES = {"restormer": restormer.Restormer, "uformer": uformer.Uformer,
+            "sr3": sr3_critic.SR3UNet}
 
 
 def compute_dtype(config: mlc.ConfigDict) -> jnp.dtype:
@@ -22,25 +34,48 @@ def compute_dtype(config: mlc.ConfigDict) -> jnp.dtype:
 
 def _attributes(block: mlc.ConfigDict) -> dict:
   """A model config block as module attributes, named alike; lists become
-  tuples, since a Flax module must be hashable."""
-  return {k: tuple(v) if isinstance(v, list) else v for k, v in block.items()}
+  tuples, since a Flax module must be hashable. The other networks' blocks
+  and `name` are left out."""
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in block.items()
+          if k != "name" and not isinstance(v, mlc.ConfigDict)}
 
 
-def make_restorer(config: mlc.ConfigDict) -> RestorationNet:
-  return RestorationNet(**_attributes(config.restorer),
-                        dtype=compute_dtype(config))
+def network_attributes(config: mlc.ConfigDict, role: str) -> tuple[str, dict]:
+  """(name, attributes) of the `role` network ("restorer" or "critic")."""
+  name = (backbones.restorer_name(config) if role == "restorer"
+          else backbones.critic_name(config))
+  block = config[role]
+  if name in (backbones.DEFAULT_RESTORER, backbones.DEFAULT_CRITIC):
+    return name, _attributes(block)
+  return name, _attributes(block[name])
 
 
-def make_critic(config: mlc.ConfigDict) -> CriticUNet:
+def make_restorer(config: mlc.ConfigDict):
+  name, attrs = network_attributes(config, "restorer")
+  cls = RestorationNet if name == backbones.DEFAULT_RESTORER else (
+      _CLASSES[name])
+  return cls(**attrs, dtype=compute_dtype(config))
+
+
+def make_critic(config: mlc.ConfigDict):
+  name, attrs = network_attributes(config, "critic")
+  if name != backbones.DEFAULT_CRITIC:
+    return _CLASSES[name](**attrs, dtype=compute_dtype(config))
   remat = config.train.get("remat", False)
-  return CriticUNet(**_attributes(config.critic), dtype=compute_dtype(config),
+  return CriticUNet(**attrs, dtype=compute_dtype(config),
                     remat_policy=(config.train.get("remat_policy", "")
                                   if remat else None))
 
 
 def pad_multiple(config: mlc.ConfigDict) -> int:
   """Spatial sizes the restorer takes without padding are multiples of this."""
-  return 2 ** (config.restorer.depth - 1)
+  return backbones.restorer_multiple(config)
+
+
+def critic_in_channels(config: mlc.ConfigDict) -> int:
+  name, attrs = network_attributes(config, "critic")
+  return attrs["in_channels" if name == backbones.DEFAULT_CRITIC
+               else "in_channel"]
 
 
 def init_params(config: mlc.ConfigDict, rng: jax.Array, size: int = 32,
@@ -56,7 +91,7 @@ def init_params(config: mlc.ConfigDict, rng: jax.Array, size: int = 32,
     x = jnp.zeros((1, size, size, 3), jnp.float32)
     params["restorer"] = make_restorer(config).init(r_rng, x)["params"]
   if "critic" in roles:
-    x = jnp.zeros((1, size, size, config.critic.in_channels), jnp.float32)
+    x = jnp.zeros((1, size, size, critic_in_channels(config)), jnp.float32)
     g = jnp.zeros((1,), jnp.float32)
     params["critic"] = make_critic(config).init(c_rng, x, g)["params"]
   return params

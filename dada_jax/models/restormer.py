@@ -21,17 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dada_jax import backbones
 from dada_jax.models import layers
 
-DEFAULTS = dict(inp_channels=3, out_channels=3, dim=48, num_blocks=(4, 6, 6, 8),
-                num_refinement_blocks=4, heads=(1, 2, 4, 8),
-                ffn_expansion_factor=2.66, bias=False,
-                LayerNorm_type="BiasFree", dual_pixel_task=False)
+DEFAULTS = backbones.RESTORERS["restormer"]
 
 PRESETS = {
-    # Tiny, for tests: 4 channels at level 1, one block per level.
-    "runlocal": dict(dim=4, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1,
-                     heads=(1, 2, 2, 4)),
+    "runlocal": backbones.RUNLOCAL["restormer"],  # tiny, for tests
     # Restormer's published image-restoration size (the reference defaults).
     "paper": {},
 }

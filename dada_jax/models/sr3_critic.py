@@ -352,7 +352,7 @@ def _check(found: dict[str, tuple], expected: dict[str, tuple], what: str):
 
 
 def params_from_torch(state: Mapping[str, np.ndarray], **attrs) -> dict:
-  """SR3UNet(**attrs) params (float32 NumPy) from the reference UNet's
+  """SR3UNet(**attrs) variables {"params": float32 NumPy} from the reference UNet's
   `state_dict()`, checked strictly as `load_state_dict(strict=True)`.
 
   Conv weights OIHW -> HWIO, linear OI -> IO. Raises one ValueError naming
@@ -370,12 +370,14 @@ def params_from_torch(state: Mapping[str, np.ndarray], **attrs) -> dict:
     for seg in path[:-1]:
       node = node.setdefault(seg, {})
     node[path[-1]] = np.ascontiguousarray(value)
-  return params
+  return {"params": params}
 
 
-def params_to_torch(params, **attrs) -> dict[str, np.ndarray]:
+def params_to_torch(variables, **attrs) -> dict[str, np.ndarray]:
   """The reference UNet's `state_dict()` (float32 NumPy, its keys and shapes)
-  from SR3UNet(**attrs) params; `load_state_dict(strict=True)` takes it."""
+  from SR3UNet(**attrs) variables {"params": ...};
+  `load_state_dict(strict=True)` takes it."""
+  params = variables["params"]
   layout = _layout(attrs)
   flat = {}
 

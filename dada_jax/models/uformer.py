@@ -43,15 +43,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dada_jax import backbones
 from dada_jax.models import layers
 
-DEFAULTS = dict(img_size=256, in_chans=3, dd_in=3, embed_dim=32,
-                depths=(2, 2, 2, 2, 2, 2, 2, 2, 2),
-                num_heads=(1, 2, 4, 8, 16, 16, 8, 4, 2), win_size=8,
-                mlp_ratio=4.0, qkv_bias=True, qk_scale=None, drop_rate=0.0,
-                attn_drop_rate=0.0, drop_path_rate=0.1, use_checkpoint=False,
-                token_projection="linear", token_mlp="leff", shift_flag=True,
-                modulator=False, cross_modulator=False)
+DEFAULTS = backbones.RESTORERS["uformer"]
 
 # Uformer-T/S/B as the Uformer authors build them (ZhendongWang6/Uformer,
 # utils/model_utils.py `get_arch`, 'Uformer_T' / 'Uformer_S' / 'Uformer_B':
@@ -65,9 +60,7 @@ PRESETS = {
     "B": dict(img_size=128, embed_dim=32, win_size=8, modulator=True,
               depths=(1, 2, 8, 8, 2, 8, 8, 2, 1)),
     # Tiny, for tests: 4 channels at level 0, 4x4 windows.
-    "runlocal": dict(img_size=32, embed_dim=4, win_size=4, mlp_ratio=2.0,
-                     depths=(2, 1, 1, 1, 1, 1, 1, 1, 2),
-                     num_heads=(1, 1, 2, 2, 4, 4, 2, 2, 1), modulator=True),
+    "runlocal": backbones.RUNLOCAL["uformer"],
 }
 
 _LEVELS = 4  # 2x downsamplings
@@ -99,11 +92,7 @@ def pad_multiple(**attrs) -> int:
   """Inputs' H and W must be multiples of this: every level's windows tile
   it (level i is 1 / 2**i of the input) and the skips line up."""
   a = _attrs(attrs)
-  m = 2**_LEVELS
-  for i in range(_LEVELS + 1):
-    win, _ = window_and_shift(a["img_size"] // 2**i, a["win_size"], 0)
-    m = math.lcm(m, 2**i * win)
-  return m
+  return backbones.uformer_multiple(a["img_size"], a["win_size"], _LEVELS)
 
 
 def relative_position_index(win: int) -> np.ndarray:
@@ -677,8 +666,8 @@ def _to_torch(name: str, value: np.ndarray) -> np.ndarray:
 
 
 def params_from_torch(state: Mapping[str, np.ndarray], **attrs) -> dict:
-  """Our params from the reference module's state_dict (keys as the
-  reference names them, no `RestorationNet.` prefix), strict like
+  """Our variables {"params": ...} from the reference module's state_dict
+  (keys as the reference names them, no `RestorationNet.` prefix), strict like
   `load_state_dict(strict=True)`: one ValueError names every missing,
   unexpected and misshapen key, and any relative_position_index buffer that
   differs from the one recomputed here (buffers are not params).
@@ -718,7 +707,7 @@ def params_from_torch(state: Mapping[str, np.ndarray], **attrs) -> dict:
   if problems:
     raise ValueError("Uformer state_dict does not fit the model "
                      f"({len(problems)} problems): " + "; ".join(problems))
-  return tree
+  return {"params": tree}
 
 
 def params_to_torch(params, **attrs) -> dict[str, np.ndarray]:

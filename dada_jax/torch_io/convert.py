@@ -162,14 +162,23 @@ def params_from_state_dict(state: dict[str, np.ndarray],
     CheckpointMismatch naming every missing, unexpected or misshapen key, or a
     schedule buffer that disagrees with config.diffusion.
   """
+  state, own = _take_backbone_keys(state, config)
   found, buffers, unexpected = split_state_dict(state)
-  roles = tuple(roles or [r for r in ("restorer", "critic") if r in found])
+  roles = tuple(roles or [r for r in ("restorer", "critic")
+                          if r in found or r in own])
   if not roles:
     raise CheckpointMismatch(f"{source}: no RestorationNet or denoise_fn "
                              "weights found")
-  expected = params_shape(config, roles)
-  problems, params = [], {}
-  for role in roles:
+  params, problems = {}, []
+  for role in roles:  # networks that convert their own state dicts
+    if _backbone(config, role) is not None:
+      try:
+        params[role] = _backbone_from_torch(config, role, own.get(role, {}))
+      except ValueError as e:
+        problems.append(f"{ROLE_PREFIX[role]}: {e}")
+  mechanical = tuple(r for r in roles if _backbone(config, r) is None)
+  expected = params_shape(config, mechanical) if mechanical else {}
+  for role in mechanical:
     want = _flatten(expected[role])
     have = found.get(role, {})
     for path, struct in want.items():
@@ -200,6 +209,41 @@ def params_from_state_dict(state: dict[str, np.ndarray],
   return params
 
 
+def _backbone(config: mlc.ConfigDict, role: str):
+  """The module of `role`'s network when it is not the paper's, else None."""
+  name, _ = models.network_attributes(config, role)
+  table = (models.RESTORER_MODULES if role == "restorer"
+           else models.CRITIC_MODULES)
+  return table.get(name)
+
+
+def _take_backbone_keys(state, config):
+  """(the rest of `state`, {role: {key without prefix: array}}) for the roles
+  whose network converts its own state dict; a prefix-less state dict is a
+  restorer's."""
+  state = {k[len("module."):] if k.startswith("module.") else k: v
+           for k, v in state.items()}
+  bare = not any(k.split(".", 1)[0] in PREFIXES for k in state)
+  own = {}
+  for role in ("restorer", "critic"):
+    if _backbone(config, role) is None:
+      continue
+    prefix = ROLE_PREFIX[role] + "."
+    if bare and role == "restorer":
+      own[role], state = dict(state), {}
+      continue
+    own[role] = {k[len(prefix):]: v for k, v in state.items()
+                 if k.startswith(prefix)}
+    state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+  return state, {r: v for r, v in own.items() if v}
+
+
+def _backbone_from_torch(config, role, state):
+  _, attrs = models.network_attributes(config, role)
+  return _backbone(config, role).params_from_torch(
+      {k: np.asarray(v) for k, v in state.items()}, **attrs)["params"]
+
+
 def _torch_shape(flax_shape):
   shape = tuple(flax_shape)
   if len(shape) == 4:
@@ -222,6 +266,13 @@ def state_dict_from_params(params, config: mlc.ConfigDict | None = None):
     state.update(diffusion.schedule_from_config(config.diffusion).buffers())
   for role in ("critic", "restorer"):
     if role not in params:
+      continue
+    module = _backbone(config, role) if config is not None else None
+    if module is not None:
+      _, attrs = models.network_attributes(config, role)
+      tree = {"params": jax.device_get(params[role])}
+      for key, value in module.params_to_torch(tree, **attrs).items():
+        state[f"{ROLE_PREFIX[role]}.{key}"] = value
       continue
     for path, value in _flatten(jax.device_get(params[role])).items():
       name, arr = _leaf_to_torch(path[-1], np.asarray(value, np.float32))

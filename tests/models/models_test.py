@@ -10,6 +10,7 @@ import pytest
 
 from conftest import FIXTURES, REPO
 from conftest import cached_config
+from dada_jax import backbones
 from dada_jax import config_lib
 from dada_jax.torch_io import convert
 from dada_jax import models
@@ -57,15 +58,25 @@ def test_only_middle_attention_at_paper_config(paper):
 
 def test_model_config_blocks_are_module_attributes():
   """config.restorer / config.critic build their modules field for field and
-  hold no run switches (those live elsewhere, e.g. train.remat)."""
+  hold no run switches (those live elsewhere, e.g. train.remat), whichever
+  network the block names."""
   c = config_lib.base_config("denoise")
+  names = {"restorer": [backbones.DEFAULT_RESTORER, *backbones.RESTORERS],
+           "critic": [backbones.DEFAULT_CRITIC, *backbones.CRITICS]}
   for role, make in (("restorer", models.make_restorer),
                      ("critic", models.make_critic)):
-    module = make(c)
-    names = {f.name for f in dataclasses.fields(module)}
-    assert set(c[role]) <= names - {"dtype", "parent", "name"}, role
-    for key, value in c[role].items():
-      assert getattr(module, key) == value, f"{role}.{key}"
+    for name in names[role]:
+      c[role].name = name
+      module = make(c)
+      block = (c[role] if name in (backbones.DEFAULT_RESTORER,
+                                   backbones.DEFAULT_CRITIC) else c[role][name])
+      fields = {k: v for k, v in block.items()
+                if k != "name" and not isinstance(v, type(c))}
+      attributes = {f.name for f in dataclasses.fields(module)}
+      assert set(fields) <= attributes - {"dtype", "parent", "name"}, name
+      for key, value in fields.items():
+        assert getattr(module, key) == value, f"{role}.{name}.{key}"
+    c[role].name = names[role][0]
   # A block replaced by one holding lists (as JSON gives) still builds a
   # hashable module.
   c.critic = dict(c.critic.to_dict(), channel_mults=[1, 2], attn_res=[2])

@@ -43,7 +43,7 @@ def state(rec):
 
 @pytest.fixture(scope="module")
 def params(state, attrs):
-  return sr3_critic.params_from_torch(state, **attrs)
+  return sr3_critic.params_from_torch(state, **attrs)["params"]
 
 
 def _apply(attrs, params, x, gammas, **kw):
@@ -80,7 +80,7 @@ def test_every_gradient_matches_reference(rec, attrs, recorded_step):
   """d mean((ε̂ - target)²) / d every parameter, 1e-4 relative per tensor."""
   value, _, grads = recorded_step
   assert_rel(value, rec["loss"])
-  ours = sr3_critic.params_to_torch(grads, **attrs)
+  ours = sr3_critic.params_to_torch({"params": grads}, **attrs)
   theirs = {k[len("grad/"):]: v for k, v in rec.items()
             if k.startswith("grad/")}
   assert sorted(ours) == sorted(theirs)
@@ -115,12 +115,12 @@ def test_dropout_draws_from_the_dropout_rng(rec, attrs, params):
 
 
 def test_conversion_round_trip_is_bitwise(state, attrs, params):
-  back = sr3_critic.params_to_torch(params, **attrs)
+  back = sr3_critic.params_to_torch({"params": params}, **attrs)
   assert list(back) and sorted(back) == sorted(state)
   for key, value in state.items():
     assert back[key].dtype == value.dtype and back[key].shape == value.shape
     np.testing.assert_array_equal(back[key], value, err_msg=key)
-  again = sr3_critic.params_from_torch(back, **attrs)
+  again = sr3_critic.params_from_torch(back, **attrs)["params"]
   jax.tree.map(np.testing.assert_array_equal, again, params)
   # Layouts: conv OIHW -> HWIO, linear OI -> IO, GroupNorm weight -> scale.
   w = state["downs.1.res_block.block1.block.3.weight"]
@@ -185,7 +185,7 @@ def _reference_unet():
 def test_export_loads_into_the_reference_strictly(rec, attrs, params):
   torch, unet = _reference_unet()
   model = unet(**json.loads(str(rec["config"]))).eval()
-  exported = sr3_critic.params_to_torch(params, **attrs)
+  exported = sr3_critic.params_to_torch({"params": params}, **attrs)
   model.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()},
                         strict=True)
   with torch.no_grad():

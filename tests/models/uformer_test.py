@@ -56,7 +56,7 @@ def _model(ref):
 
 @pytest.fixture(name="params")
 def _params(ref):
-  return uformer.params_from_torch(ref["state"], **ref["config"])
+  return uformer.params_from_torch(ref["state"], **ref["config"])["params"]
 
 
 @functools.cache
@@ -65,7 +65,7 @@ def _run_fixture():
   compiled forward and backward for the two parity tests."""
   ref = _fixture()
   model = uformer.Uformer(**ref["config"])
-  params = uformer.params_from_torch(ref["state"], **ref["config"])
+  params = uformer.params_from_torch(ref["state"], **ref["config"])["params"]
 
   def loss_fn(p):
     out = model.apply({"params": p}, ref["input"])
