@@ -24,6 +24,9 @@ scores all of them:
       --sidd-noisy ValidationNoisyBlocksSrgb.mat \\
       --sidd-gt ValidationGtBlocksSrgb.mat
 
+`:size=T|S|B` picks the paper's Fig. 7 U-Net sizes (S, width 64, is the
+default; see `backbones.UNET_SIZES`).
+
 A few CPU steps on synthetic images (no dataset):
 
   dada-jax train --config configs/denoise.py:runlocal --workdir /tmp/dada
@@ -33,8 +36,9 @@ from dada_jax import config_lib
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, runlocal=False, mode="dda")
+  arg = config_lib.parse_arg(arg, runlocal=False, mode="dda", size="S")
   config = config_lib.base_config("denoise")
+  config.restorer.update(config_lib.unet_size(arg.size))
   config.objective.mode = arg.mode
   config.data.value_range = "zero_one"
   config.optim.lr = 1e-4

@@ -50,6 +50,15 @@ RUNLOCAL = {
 }
 DEFAULT_RESTORER, DEFAULT_CRITIC = "unet", "guided_diffusion"
 
+# The paper's Fig. 7 U-Nets. It gives their GMACs at 128² (3.14 / 12.48 /
+# 17.58), not their shapes; S is the default (width 64, 8.56M parameters).
+# At depth 4, XLA's count for our U-Net is 3.05 / 12.11 / 17.06 G at widths
+# 32 / 64 / 76: each the paper's figure / 1.03, the same ratio for all three
+# (the paper's count includes something ours leaves out), and no other width
+# comes within 1%. So T and B are taken to be widths 32 and 76.
+UNET_SIZES = {"T": dict(depth=4, wf=32), "S": dict(depth=4, wf=64),
+              "B": dict(depth=4, wf=76)}
+
 
 def restorer_name(config) -> str:
   return config.restorer.get("name", DEFAULT_RESTORER)

@@ -191,6 +191,14 @@ def runlocal(c: mlc.ConfigDict) -> None:
                  keep_ckpts=2, progress_bar=False)
 
 
+def unet_size(size: str) -> dict:
+  """The U-Net fields of the paper's size T, S or B."""
+  if size not in backbones.UNET_SIZES:
+    raise ConfigError(f"config argument size={size!r}: expected one of "
+                      f"{sorted(backbones.UNET_SIZES)}")
+  return backbones.UNET_SIZES[size]
+
+
 def with_restorer(task_file: str, restorer: str, arg: str | None,
                   sizes: dict[str, dict] | None = None) -> mlc.ConfigDict:
   """`task_file`'s config with the restorer `restorer` (a backbone config).

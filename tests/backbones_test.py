@@ -125,3 +125,25 @@ def test_resume_compares_only_the_named_network():
       "restorer.name: checkpoint 'unet', config 'restormer'",
       "restorer.slope: checkpoint 0.2, config None",
       "restorer.wf: checkpoint 64, config None"]
+
+
+def test_unet_sizes_match_the_papers_macs():
+  """Fig. 7's U-Net-T/S/B GMACs at 128² (3.14 / 12.48 / 17.58) over XLA's
+  count of ours: one ratio for all three sizes."""
+  paper = {"T": 3.14, "S": 12.48, "B": 17.58}
+  ratios = {}
+  for size, gmacs in paper.items():
+    config = config_lib.load_config(str(REPO / "configs/denoise.py") +
+                                    f":size={size}")
+    restorer = models.make_restorer(config)
+    x = jax.ShapeDtypeStruct((1, 128, 128, 3), np.float32)
+    variables = jax.eval_shape(restorer.init, jax.random.key(0), x)
+    flops = jax.jit(restorer.apply).lower(variables, x).cost_analysis()[
+        "flops"]
+    ratios[size] = gmacs / (flops / 2e9)
+  assert max(ratios.values()) / min(ratios.values()) < 1.005, ratios
+  assert models.count_params(jax.eval_shape(
+      lambda: models.init_params(cached_config(str(REPO / "configs/denoise.py")
+                                               + ":size=S"),
+                                 jax.random.key(0), roles=("restorer",)))) == (
+                                     8_559_171)  # the paper's 8.56M
