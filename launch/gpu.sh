@@ -24,22 +24,7 @@ usage() {
 # shellcheck source=common.bash
 source "$(dirname "${BASH_SOURCE[0]}")/common.bash"
 
-setenv() {
-  export "$1=$2"
-  if [[ "$DRY_RUN" == 1 ]]; then echo "export $1=$(quote "$2")"; fi
-}
-
-DRY_RUN=0
-if [[ "${1:-}" == "--dry-run" ]]; then DRY_RUN=1; shift; fi
-[[ $# -ge 2 ]] || usage
-CONFIG="$1"
-WORKDIR="$2"
-shift 2
-for arg in "$@"; do
-  [[ "$arg" == --config.*=* ]] || die "expected --config.FIELD=VALUE, got: $arg"
-done
-
-[[ -f "${CONFIG%%:*}" ]] || die "no such config file: ${CONFIG%%:*}"
+parse_train_args "$@"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$REPO/.venv}"
 
@@ -52,11 +37,11 @@ fi
 
 # JAX reserves this fraction of GPU memory at start (default 0.75); 0.9 leaves
 # room for cuDNN/cuBLAS workspaces and the CUDA context.
-setenv XLA_PYTHON_CLIENT_MEM_FRACTION "${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.90}"
 # --xla_gpu_enable_latency_hiding_scheduler=true: schedules the gradient
 #   all-reduce to overlap with backward compute when one process drives
 #   several GPUs (no effect on a single GPU; off by default in XLA).
 # The caller's own XLA_FLAGS come last, so they win.
-setenv XLA_FLAGS "--xla_gpu_enable_latency_hiding_scheduler=true${XLA_FLAGS:+ $XLA_FLAGS}"
+gpu_xla_settings
 
-run "$VENV/bin/dada-jax" train --config "$CONFIG" --workdir "$WORKDIR" "$@"
+run "$VENV/bin/dada-jax" train --config "$CONFIG" --workdir "$WORKDIR" \
+  "${OVERRIDES[@]}"

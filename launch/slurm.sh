@@ -31,21 +31,7 @@ usage() {
 # shellcheck source=common.bash
 source "$(dirname "${BASH_SOURCE[0]}")/common.bash"
 
-setenv() {
-  export "$1=$2"
-  if [[ "$DRY_RUN" == 1 ]]; then echo "export $1=$(quote "$2")"; fi
-}
-
-DRY_RUN=0
-if [[ "${1:-}" == "--dry-run" ]]; then DRY_RUN=1; shift; fi
-[[ $# -ge 2 ]] || usage
-CONFIG="$1"
-WORKDIR="$2"
-shift 2
-for arg in "$@"; do
-  [[ "$arg" == --config.*=* ]] || die "expected --config.FIELD=VALUE, got: $arg"
-done
-[[ -f "${CONFIG%%:*}" ]] || die "no such config file: ${CONFIG%%:*}"
+parse_train_args "$@"
 [[ "$WORKDIR" != *://* ]] || [[ "$WORKDIR" == gs://?* ]] \
   || die "WORKDIR must be a shared path or gs://BUCKET/PATH, got: $WORKDIR"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,11 +39,10 @@ VENV="${VENV:-$REPO/.venv}"
 [[ "$DRY_RUN" == 1 || -x "$VENV/bin/dada-jax" ]] \
   || die "no $VENV/bin/dada-jax: set VENV, or run launch/gpu.sh once to make it"
 
-setenv XLA_PYTHON_CLIENT_MEM_FRACTION "${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.90}"
-setenv XLA_FLAGS "--xla_gpu_enable_latency_hiding_scheduler=true${XLA_FLAGS:+ $XLA_FLAGS}"
+gpu_xla_settings
 
 # --kill-on-bad-exit: a host that fails takes the others down at once instead
 # of leaving them waiting in a collective.
 run "${SRUN:-srun}" --ntasks-per-node=1 --kill-on-bad-exit=1 \
   "$VENV/bin/dada-jax" train --multihost --config "$CONFIG" \
-  --workdir "$WORKDIR" "$@"
+  --workdir "$WORKDIR" "${OVERRIDES[@]}"
