@@ -27,6 +27,7 @@ import jax
 import ml_collections as mlc
 import numpy as np
 
+from dada_jax import backbones
 from dada_jax import errors
 from dada_jax import outputs
 
@@ -212,6 +213,15 @@ def environment() -> dict:
           "cpu_count": os.cpu_count(), "python": platform.python_version()}
 
 
+def network_sizes(config: mlc.ConfigDict) -> dict[str, tuple[str, int]]:
+  """{role: (network name, parameter count)} (abstract init: no memory)."""
+  from dada_jax import models  # pylint: disable=g-import-not-at-top
+  shapes = jax.eval_shape(lambda: models.init_params(
+      config, jax.random.key(0), size=backbones.patch_multiple(config)))
+  return {role: (models.network_attributes(config, role)[0],
+                 models.count_params(tree)) for role, tree in shapes.items()}
+
+
 def run(config: mlc.ConfigDict, *, batch: int | None = None,
         size: int | None = None, modes: Sequence[str] = ("dda", "vanilla"),
         dtypes: Sequence[str] | None = None,
@@ -255,9 +265,9 @@ def run(config: mlc.ConfigDict, *, batch: int | None = None,
   size = config.data.patch_size if size is None else size
   if batch <= 0 or size <= 0:
     raise BenchError(f"--batch {batch} / --size {size}: must be positive")
-  if size % 2 ** (config.restorer.depth - 1) or size % 2 ** (
-      len(config.critic.channel_mults) - 1):
-    raise BenchError(f"--size {size}: must be a multiple of the networks' "
+  if size % backbones.patch_multiple(config):
+    raise BenchError(f"--size {size}: must be a multiple of "
+                     f"{backbones.patch_multiple(config)}, the networks' "
                      "total downsampling")
   modes_text, modes = ",".join(modes), [m for m in modes if m]
   from dada_jax import objective  # pylint: disable=g-import-not-at-top
@@ -309,6 +319,9 @@ def run(config: mlc.ConfigDict, *, batch: int | None = None,
               flush=True)
   env = environment()
   print("bench: " + ", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
+  env["networks"] = network_sizes(config)
+  print("networks: " + ", ".join(f"{role} {name} {n:,} params" for role, (
+      name, n) in env["networks"].items()), flush=True)
   results = []
   for dtype in dtypes:
     cfg = copy.deepcopy(config)

@@ -43,9 +43,13 @@ def test_bench_writes_the_figures(tmp_path, capsys, monkeypatch):
   assert dda["flops_per_step"] > 2 * vanilla["flops_per_step"] > 0
   assert dda["peak_fraction"] == pytest.approx(dda["tflops_per_s"] / 1.0)
   assert report["environment"]["num_devices"] == 8
+  assert report["environment"]["networks"] == {
+      "restorer": ["unet", 32_875], "critic": ["guided_diffusion", 829_219]}
   assert report["host_peak_bytes"] > 0
   table = capsys.readouterr().out
   assert "| train dda | float32 | 8 | 32 |" in table
+  assert ("networks: restorer unet 32,875 params, critic guided_diffusion "
+          "829,219 params") in table
   # --profile: a trace per train step, its time by op class.
   for r, mode in zip(report["results"][:2], ("dda", "vanilla")):
     seconds = r["profile"]["seconds"]
