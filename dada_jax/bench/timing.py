@@ -219,7 +219,8 @@ def network_sizes(config: mlc.ConfigDict) -> dict[str, tuple[str, int]]:
   shapes = jax.eval_shape(lambda: models.init_params(
       config, jax.random.key(0), size=backbones.patch_multiple(config)))
   return {role: (models.network_attributes(config, role)[0],
-                 models.count_params(tree)) for role, tree in shapes.items()}
+                 models.count_params(shapes[role]))
+          for role in ("restorer", "critic")}
 
 
 def run(config: mlc.ConfigDict, *, batch: int | None = None,
