@@ -32,6 +32,20 @@ RESTORERS = {
                     use_checkpoint=False, token_projection="linear",
                     token_mlp="leff", shift_flag=True, modulator=False,
                     cross_modulator=False),
+    # Not the reference constructor's defaults, which do not build (window 7
+    # does not tile img_size 64): SwinIR's published colour-denoising model.
+    "swinir": dict(img_size=128, patch_size=1, in_chans=3, embed_dim=180,
+                   depths=(6, 6, 6, 6, 6, 6), num_heads=(6, 6, 6, 6, 6, 6),
+                   window_size=8, mlp_ratio=2.0, qkv_bias=True, qk_scale=None,
+                   drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.1,
+                   ape=False, patch_norm=True, use_checkpoint=False,
+                   upscale=1, img_range=1.0, upsampler="",
+                   resi_connection="1conv"),
+    # The reference has only the block: the network as its authors publish
+    # it, at their SIDD denoising size (NAFNet-SIDD-width32).
+    "nafnet": dict(img_channel=3, width=32, middle_blk_num=12,
+                   enc_blk_nums=(2, 2, 4, 8), dec_blk_nums=(2, 2, 2, 2),
+                   dilation=1, drop_out_rate=0.0, beta_gamma_init=0.0),
 }
 CRITICS = {
     "sr3": dict(in_channel=9, out_channel=3, inner_channel=32, norm_groups=32,
@@ -45,6 +59,10 @@ RUNLOCAL = {
     "uformer": dict(img_size=32, embed_dim=4, win_size=4, mlp_ratio=2.0,
                     depths=(2, 1, 1, 1, 1, 1, 1, 1, 2),
                     num_heads=(1, 1, 2, 2, 4, 4, 2, 2, 1), modulator=True),
+    "swinir": dict(img_size=16, embed_dim=8, depths=(2, 2), num_heads=(2, 2),
+                   window_size=4, mlp_ratio=2.0),
+    "nafnet": dict(width=4, middle_blk_num=1, enc_blk_nums=(1, 1),
+                   dec_blk_nums=(1, 1)),
     "sr3": dict(inner_channel=16, norm_groups=8, channel_mults=(1, 2),
                 attn_res=(16,), res_blocks=1, image_size=32),
 }
@@ -78,6 +96,8 @@ def restorer_multiple(config) -> int:
   if name == "uformer":
     block = config.restorer.uformer
     return uformer_multiple(block.img_size, block.win_size)
+  if name in ("swinir", "nafnet"):
+    return 1  # they pad inputs themselves, as published
   raise KeyError(name)
 
 

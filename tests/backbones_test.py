@@ -2,6 +2,8 @@
 config.critic.name: they train, resume, restore and convert through the same
 code as the paper's (their exactness: tests/models/<name>_test.py)."""
 
+import math
+
 import jax
 import numpy as np
 import pytest
@@ -72,16 +74,19 @@ def test_reference_state_dict_round_trip(config, params):
     convert.params_from_state_dict(only, config)
 
 
-@pytest.mark.parametrize("spec,tile,overlap", [(RESTORMER_SR3, 32, 8),
-                                               (UFORMER, 64, 0)])
+@pytest.mark.parametrize("spec,tile,overlap", [
+    (RESTORMER_SR3, 32, 8), (UFORMER, 64, 0),
+    (str(REPO / "configs/swinir.py") + ":runlocal", 32, 8),
+    (str(REPO / "configs/nafnet.py") + ":runlocal", 32, 8)])
 def test_restore_and_convert_at_odd_sizes(spec, tile, overlap):
   """Odd sizes pad to the network's multiple (Uformer: its windows at every
   level); tiles are multiples of it; the restorer alone converts both
   ways."""
   config = cached_config(spec)
+  size = math.lcm(models.pad_multiple(config), 32)
   restorer = jax.device_get(jax.jit(lambda k: models.init_params(
-      config, k, size=models.pad_multiple(config), roles=("restorer",)))(
-          jax.random.key(1)))["restorer"]
+      config, k, size=size, roles=("restorer",)))(jax.random.key(1)))[
+          "restorer"]
   image = np.random.default_rng(0).uniform(0, 1, (37, 45, 3)).astype(
       np.float32)
   whole = predict.restore_array(config, restorer, image, tile=0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import platform
 import resource
@@ -216,8 +217,9 @@ def environment() -> dict:
 def network_sizes(config: mlc.ConfigDict) -> dict[str, tuple[str, int]]:
   """{role: (network name, parameter count)} (abstract init: no memory)."""
   from dada_jax import models  # pylint: disable=g-import-not-at-top
+  size = math.lcm(backbones.patch_multiple(config), 32)
   shapes = jax.eval_shape(lambda: models.init_params(
-      config, jax.random.key(0), size=backbones.patch_multiple(config)))
+      config, jax.random.key(0), size=size))
   return {role: (models.network_attributes(config, role)[0],
                  models.count_params(shapes[role]))
           for role in ("restorer", "critic")}

@@ -15,16 +15,20 @@ import jax.numpy as jnp
 import ml_collections as mlc
 
 from dada_jax import backbones
+from dada_jax.models import nafnet
 from dada_jax.models import restormer
 from dada_jax.models import sr3_critic
+from dada_jax.models import swinir
 from dada_jax.models import uformer
 from dada_jax.models.critic import CriticUNet
 from dada_jax.models.restorer import RestorationNet
 
 # name -> the module defining the network (its class, pad rule, converters).
-RESTORER_MODULES = {"restormer": restormer, "uformer": uformer}
+RESTORER_MODULES = {"restormer": restormer, "uformer": uformer,
+                    "swinir": swinir, "nafnet": nafnet}
 CRITIC_MODULES = {"sr3": sr3_critic}
 _CLASSES = {"restormer": restormer.Restormer, "uformer": uformer.Uformer,
+            "swinir": swinir.SwinIR, "nafnet": nafnet.NAFNet,
             "sr3": sr3_critic.SR3UNet}
 
 

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dada_jax import backbones
 from dada_jax.models import layers
 from dada_jax.models.restormer import check_state
 from dada_jax.models.restormer import pixel_shuffle2
@@ -52,13 +53,10 @@ from dada_jax.models.restormer import pixel_shuffle2
 # NAFNet-SIDD-width32, the published SIDD denoising model
 # (options/test/SIDD/NAFNet-width32.yml; the published constructor's own
 # defaults are width 16, one middle block and no levels).
-DEFAULTS = dict(img_channel=3, width=32, middle_blk_num=12,
-                enc_blk_nums=(2, 2, 4, 8), dec_blk_nums=(2, 2, 2, 2),
-                dilation=1, drop_out_rate=0.0, beta_gamma_init=0.0)
+DEFAULTS = backbones.RESTORERS["nafnet"]
 
 PRESETS = {
-    "runlocal": dict(width=4, middle_blk_num=1, enc_blk_nums=(1, 1),
-                     dec_blk_nums=(1, 1)),  # tiny, for tests
+    "runlocal": backbones.RUNLOCAL["nafnet"],  # tiny, for tests
     "width32": {},  # NAFNet-SIDD-width32
     "width64": dict(width=64),  # NAFNet-SIDD-width64
 }

@@ -44,23 +44,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dada_jax import backbones
 from dada_jax.models import layers
 from dada_jax.models import uformer
 
-DEFAULTS = dict(img_size=128, patch_size=1, in_chans=3, embed_dim=180,
-                depths=(6, 6, 6, 6, 6, 6), num_heads=(6, 6, 6, 6, 6, 6),
-                window_size=8, mlp_ratio=2.0, qkv_bias=True, qk_scale=None,
-                drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.1,
-                ape=False, patch_norm=True, use_checkpoint=False, upscale=1,
-                img_range=1.0, upsampler="", resi_connection="1conv")
+DEFAULTS = backbones.RESTORERS["swinir"]
 
 # Parameter count from the reference's torch module: "paper" 11,504,163.
 PRESETS = {
     # SwinIR's published colour-denoising model (DEFAULTS).
     "paper": {},
     # Tiny, for tests: two RSTBs of width 8 with 4x4 windows.
-    "runlocal": dict(img_size=16, embed_dim=8, depths=(2, 2), num_heads=(2, 2),
-                     window_size=4, mlp_ratio=2.0),
+    "runlocal": backbones.RUNLOCAL["swinir"],
 }
 
 _RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K, as the reference
