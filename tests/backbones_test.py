@@ -152,3 +152,21 @@ def test_unet_sizes_match_the_papers_macs():
                                                + ":size=S"),
                                  jax.random.key(0), roles=("restorer",)))) == (
                                      8_559_171)  # the paper's 8.56M
+
+
+def test_published_nafnet_checkpoint_initialises_training(tmp_path):
+  """A BasicSR-style {"params": state_dict} file of the published NAFNet
+  layout (no prefix) loads as the restorer, as train.init_from reads it."""
+  torch = pytest.importorskip("torch")
+  from dada_jax import weights  # pylint: disable=g-import-not-at-top
+  config = cached_config(str(REPO / "configs/nafnet.py") + ":runlocal")
+  restorer = jax.device_get(jax.jit(lambda k: models.init_params(
+      config, k, roles=("restorer",)))(jax.random.key(2)))["restorer"]
+  _, attrs = models.network_attributes(config, "restorer")
+  state = models.RESTORER_MODULES["nafnet"].params_to_torch(
+      {"params": restorer}, **attrs)
+  path = tmp_path / "NAFNet-SIDD-width4.pth"
+  torch.save({"params": {k: torch.from_numpy(v) for k, v in state.items()}},
+             path)
+  loaded = weights.load_params(str(path), config)
+  jax.tree.map(np.testing.assert_array_equal, loaded["restorer"], restorer)

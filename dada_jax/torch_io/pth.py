@@ -325,9 +325,12 @@ def _read(path: str, archive: zipfile.ZipFile) -> dict[str, np.ndarray]:
   unpickler = _Unpickler(io.BytesIO(archive.read(pkl[0])), archive, prefix,
                          path)
   obj = unpickler.load()
-  if isinstance(obj, dict) and "state_dict" in obj and isinstance(
-      obj["state_dict"], dict):
-    obj = obj["state_dict"]
+  # Nestings of published checkpoints: {"state_dict": ...}, and BasicSR's
+  # {"params": ...} / {"params_ema": ...} (NAFNet, Restormer, SwinIR).
+  for nest in ("state_dict", "params", "params_ema"):
+    if isinstance(obj, dict) and isinstance(obj.get(nest), dict):
+      obj = obj[nest]
+      break
   if not isinstance(obj, dict):
     raise PthError(f"{path}: expected a state dict of tensors, found "
                    f"{_kind(obj, unpickler)}")
