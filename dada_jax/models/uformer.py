@@ -45,6 +45,7 @@ import numpy as np
 
 from dada_jax import backbones
 from dada_jax.models import layers
+from dada_jax.models import torch_layout
 
 DEFAULTS = backbones.RESTORERS["uformer"]
 
@@ -653,18 +654,6 @@ def _layout(**attrs):
   return _layout_cached(_hashable(attrs))
 
 
-def _from_torch(name: str, value: np.ndarray) -> np.ndarray:
-  if name == "kernel":
-    return value.T if value.ndim == 2 else value.transpose(2, 3, 1, 0)
-  return value
-
-
-def _to_torch(name: str, value: np.ndarray) -> np.ndarray:
-  if name == "kernel":
-    return value.T if value.ndim == 2 else value.transpose(3, 2, 0, 1)
-  return value
-
-
 def params_from_torch(state: Mapping[str, np.ndarray], **attrs) -> dict:
   """Our variables {"params": ...} from the reference module's state_dict
   (keys as the reference names them, no `RestorationNet.` prefix), strict like
@@ -675,39 +664,8 @@ def params_from_torch(state: Mapping[str, np.ndarray], **attrs) -> dict:
   Linear weights [out, in] become kernels [in, out]; conv weights OIHW
   become HWIO; values are float32 numpy arrays.
   """
-  params, buffers = _layout(**attrs)
-  problems = []
-  for key in sorted(set(params) | set(buffers)):
-    if key not in state:
-      problems.append(f"missing {key}")
-  for key in state:
-    if key not in params and key not in buffers:
-      problems.append(f"unexpected {key}")
-  tree = {}
-  for key, (path, shape) in params.items():
-    if key not in state:
-      continue
-    value = np.asarray(state[key])
-    if value.shape != shape:
-      problems.append(f"misshapen {key}: {value.shape}, expected {shape}")
-      continue
-    node = tree
-    for seg in path[:-1]:
-      node = node.setdefault(seg, {})
-    node[path[-1]] = _from_torch(path[-1], value.astype(np.float32))
-  for key, expected in buffers.items():
-    if key not in state:
-      continue
-    value = np.asarray(state[key])
-    if value.shape != expected.shape:
-      problems.append(f"misshapen {key}: {value.shape}, expected "
-                      f"{expected.shape}")
-    elif not np.array_equal(value, expected):
-      problems.append(f"buffer {key} differs from the recomputed index")
-  if problems:
-    raise ValueError("Uformer state_dict does not fit the model "
-                     f"({len(problems)} problems): " + "; ".join(problems))
-  return {"params": tree}
+  return torch_layout.variables_from_torch(state, *_layout(**attrs),
+                                           "Uformer")
 
 
 def params_to_torch(params, **attrs) -> dict[str, np.ndarray]:
@@ -715,17 +673,5 @@ def params_to_torch(params, **attrs) -> dict[str, np.ndarray]:
   and dtypes (float32 parameters, int64 relative_position_index buffers),
   ready for its `load_state_dict(strict=True)`. `params` is the tree under
   "params" (a {"params": ...} dict is accepted too)."""
-  if set(params) == {"params"}:
-    params = params["params"]
-  layout, buffers = _layout(**attrs)
-  flat = {tuple(p.key for p in path): leaf for path, leaf in
-          jax.tree_util.tree_flatten_with_path(params)[0]}
-  wanted = {path for path, _ in layout.values()}
-  if set(flat) != wanted:
-    names = sorted("/".join(p) for p in set(flat) ^ wanted)
-    raise ValueError(f"Uformer params do not fit the model: {names}")
-  state = {}
-  for key, (path, _) in layout.items():
-    state[key] = _to_torch(path[-1], np.asarray(flat[path], np.float32))
-  state.update({k: v.copy() for k, v in buffers.items()})
-  return state
+  return torch_layout.variables_to_torch(params, *_layout(**attrs),
+                                         "Uformer")
