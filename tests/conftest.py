@@ -188,5 +188,14 @@ def small_params(ref_state, small):
   return convert.params_from_state_dict(ref_state, small, source="fixture")
 
 
+def assert_rel(actual, expected, tol=1e-5):
+  """max |actual - expected| / max |expected| <= tol, shapes equal: the
+  parity tests' measure (fp32 values 1e-5, gradients 1e-4)."""
+  actual, expected = np.asarray(actual), np.asarray(expected)
+  assert actual.shape == expected.shape
+  err = np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12)
+  assert err <= tol, f"relative error {err:.3g} > {tol}"
+
+
 def nhwc(x):
   return np.transpose(np.asarray(x), (0, 2, 3, 1))

@@ -16,17 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import assert_rel
 from conftest import nhwc
 from dada_jax.models import dncnn
 
 FIXTURE = pathlib.Path(__file__).parents[1] / "fixtures" / "dncnn_small.npz"
-
-
-def assert_rel(actual, expected, tol=1e-5):
-  actual, expected = np.asarray(actual), np.asarray(expected)
-  assert actual.shape == expected.shape
-  err = np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12)
-  assert err <= tol, f"relative error {err:.3g} > {tol}"
 
 
 @functools.cache

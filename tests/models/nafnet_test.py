@@ -18,18 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import assert_rel
 from conftest import FIXTURES
 from conftest import nhwc
 from dada_jax.models import nafnet
 
 CONFIGS = ("published", "dilation2")
-
-
-def assert_rel(actual, expected, tol=1e-5):
-  actual, expected = np.asarray(actual), np.asarray(expected)
-  assert actual.shape == expected.shape
-  err = np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12)
-  assert err <= tol, f"relative error {err:.3g} > {tol}"
 
 
 @functools.cache

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import assert_rel
 from conftest import nhwc
 from dada_jax.torch_io import convert
 from dada_jax import diffusion
@@ -19,13 +20,6 @@ from dada_jax import models
 from dada_jax import objective
 from dada_jax import predict
 from dada_jax.models import layers
-
-
-def assert_rel(actual, expected, tol=1e-5):
-  actual, expected = np.asarray(actual), np.asarray(expected)
-  assert actual.shape == expected.shape
-  err = np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12)
-  assert err <= tol, f"relative error {err:.3g} > {tol}"
 
 
 def test_restorer_matches_reference(ref, small, small_params):

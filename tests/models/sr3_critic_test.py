@@ -20,7 +20,7 @@ import pytest
 from conftest import FIXTURES
 from conftest import nhwc
 from dada_jax.models import sr3_critic
-from parity_test import assert_rel
+from conftest import assert_rel
 
 
 @pytest.fixture(scope="module")

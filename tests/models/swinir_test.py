@@ -18,20 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import assert_rel
 from conftest import FIXTURES
 from dada_jax.models import swinir
 from dada_jax.models import uformer
 from fixtures.make_swinir_fixture import unpack
 
 NOISE_DA = pathlib.Path("~/Noise-DA").expanduser()
-
-
-def assert_rel(actual, expected, tol=1e-5):
-  """max |actual - expected| / max |expected| <= tol (parity_test's)."""
-  actual, expected = np.asarray(actual), np.asarray(expected)
-  assert actual.shape == expected.shape
-  err = np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12)
-  assert err <= tol, f"relative error {err:.3g} > {tol}"
 
 
 @functools.cache
