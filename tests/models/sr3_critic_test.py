@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import assert_rel
 from conftest import FIXTURES
 from conftest import nhwc
 from dada_jax.models import sr3_critic
-from conftest import assert_rel
 
 
 @pytest.fixture(scope="module")
