@@ -49,7 +49,9 @@ class ResBlock(nn.Module):
           h, film=jnp.split(emb_out, 2, axis=-1), silu=True)
     else:
       h = group_norm.GroupNorm32(name="out_layers_0")(h + emb_out, silu=True)
-    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    # Named as nn.Dropout auto-names itself: the same rng stream.
+    h = layers.Dropout(self.dropout, deterministic=not train,
+                       name="Dropout_0")(h)
     h = layers.conv3x3(self.out_channels, "out_layers_3", self.dtype,
                        layers.output_init(self.zero_init_out))(h)
 

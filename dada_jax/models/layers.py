@@ -63,6 +63,38 @@ def _add_bias_bwd(_, dy):
 add_bias.defvjp(lambda y, bias: (y + bias, None), _add_bias_bwd)
 
 
+class Dropout(nn.Dropout):
+  """`nn.Dropout` (same mask, same draws from the same rng) whose keep mask
+  is materialised once behind an optimization barrier.
+
+  Without the barrier XLA fuses the threefry hash that makes the mask into
+  every consumer: the following convolution's input fusion (and its
+  backward), where XLA:TPU's emitter recomputes it per window tap. On the
+  paper critic each such conv fusion became 0.4-0.7M LLO instructions and
+  10-40 s of TPU compile (see launch/results/tpu_aot/README.md). The mask
+  is pred [B, H, W, C]; the values are unchanged.
+  """
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+    deterministic = nn.merge_param("deterministic", self.deterministic,
+                                   deterministic)
+    if self.rate == 0.0 or deterministic:
+      return inputs
+    if self.rate == 1.0:
+      return jnp.zeros_like(inputs)
+    keep_prob = 1.0 - self.rate
+    if rng is None:
+      rng = self.make_rng(self.rng_collection)
+    broadcast_shape = list(inputs.shape)
+    for dim in self.broadcast_dims:
+      broadcast_shape[dim] = 1
+    mask = jax.random.bernoulli(rng, p=keep_prob, shape=broadcast_shape)
+    mask = jax.lax.optimization_barrier(mask)
+    mask = jnp.broadcast_to(mask, inputs.shape)
+    return jax.lax.select(mask, inputs / keep_prob, jnp.zeros_like(inputs))
+
+
 class Conv(nn.Module):
   """Channels-last convolution with bias, as `nn.Conv` (same parameters:
   `kernel` [*kernel_size, C_in, features], `bias` [features], float32) but
