@@ -170,3 +170,16 @@ def test_published_nafnet_checkpoint_initialises_training(tmp_path):
              path)
   loaded = weights.load_params(str(path), config)
   jax.tree.map(np.testing.assert_array_equal, loaded["restorer"], restorer)
+
+
+@pytest.mark.parametrize("config_file,params", [
+    ("restormer.py", 26_111_668), ("uformer.py", 21_713_757),
+    ("swinir.py", 11_504_163), ("nafnet.py", 29_159_715)])
+def test_train_state_initialises_at_default_sizes(config_file, params):
+  """The trainer's init at each network's default size (Uformer needs inputs
+  of 128 there), with the reference's parameter counts."""
+  from dada_jax import train_step  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config(str(REPO / "configs" / config_file))
+  state = jax.eval_shape(
+      lambda: train_step.init_state(config, jax.random.key(0)))
+  assert models.count_params(state["params"]["restorer"]) == params

@@ -10,6 +10,8 @@ by role: {"restorer": ..., "critic": ...}.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
@@ -82,13 +84,16 @@ def critic_in_channels(config: mlc.ConfigDict) -> int:
                else "in_channel"]
 
 
-def init_params(config: mlc.ConfigDict, rng: jax.Array, size: int = 32,
-                roles=("restorer", "critic")):
+def init_params(config: mlc.ConfigDict, rng: jax.Array,
+                size: int | None = None, roles=("restorer", "critic")):
   """Initialises {"restorer", "critic"} params (float32) on a size x size input.
 
   Parameter shapes do not depend on `size`; it only has to be a multiple of
-  the networks' total downsampling.
+  the networks' total downsampling (default: the least multiple of it and
+  of 32, e.g. 128 for Uformer at its default sizes).
   """
+  if size is None:
+    size = math.lcm(backbones.patch_multiple(config), 32)
   r_rng, c_rng = jax.random.split(rng)
   params = {}
   if "restorer" in roles:
