@@ -197,5 +197,25 @@ def assert_rel(actual, expected, tol=1e-5):
   assert err <= tol, f"relative error {err:.3g} > {tol}"
 
 
+@functools.cache
+def packed_record(path, name):
+  """(attrs, state, grads, input NHWC, output NHWC, loss) of config `name`
+  in a fixture whose state and gradients are packed into flat arrays with a
+  JSON key list (tests/fixtures/make_{restormer,nafnet}_fixture.py)."""
+  import json  # pylint: disable=g-import-not-at-top
+  with np.load(path) as f:
+    rec = {k[len(name) + 1:]: f[k] for k in f.files if k.startswith(name + "/")}
+  attrs = {k: tuple(v) if isinstance(v, list) else v
+           for k, v in json.loads(rec["config"].item()).items()}
+  state, grads, offset = {}, {}, 0
+  for key, shape in json.loads(rec["keys"].item()):
+    size = int(np.prod(shape))
+    state[key] = rec["state"][offset:offset + size].reshape(shape)
+    grads[key] = rec["grad"][offset:offset + size].reshape(shape)
+    offset += size
+  return (attrs, state, grads, nhwc(rec["input"]), nhwc(rec["output"]),
+          rec["loss"])
+
+
 def nhwc(x):
   return np.transpose(np.asarray(x), (0, 2, 3, 1))

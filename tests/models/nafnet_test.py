@@ -9,7 +9,6 @@ zero padding: `published` (dilation 1) and `dilation2`. Tolerances: outputs
 """
 
 import functools
-import json
 import os
 import pathlib
 
@@ -20,27 +19,14 @@ import pytest
 
 from conftest import assert_rel
 from conftest import FIXTURES
-from conftest import nhwc
+from conftest import packed_record
 from dada_jax.models import nafnet
 
 CONFIGS = ("published", "dilation2")
 
 
-@functools.cache
 def _record(name):
-  """(attrs, state, grads, input NHWC, output NHWC, loss) of one config."""
-  with np.load(FIXTURES / "nafnet_small.npz") as f:
-    rec = {k[len(name) + 1:]: f[k] for k in f.files if k.startswith(name + "/")}
-  attrs = {k: tuple(v) if isinstance(v, list) else v
-           for k, v in json.loads(rec["config"].item()).items()}
-  state, grads, offset = {}, {}, 0
-  for key, shape in json.loads(rec["keys"].item()):
-    size = int(np.prod(shape))
-    state[key] = rec["state"][offset:offset + size].reshape(shape)
-    grads[key] = rec["grad"][offset:offset + size].reshape(shape)
-    offset += size
-  return (attrs, state, grads, nhwc(rec["input"]), nhwc(rec["output"]),
-          rec["loss"])
+  return packed_record(FIXTURES / "nafnet_small.npz", name)
 
 
 @functools.cache

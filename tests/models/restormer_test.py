@@ -8,7 +8,6 @@ relative, gradients 1e-4.
 
 import functools
 import importlib.util
-import json
 import os
 import pathlib
 
@@ -18,28 +17,15 @@ import numpy as np
 import pytest
 
 from conftest import assert_rel
-from conftest import nhwc
+from conftest import packed_record
 from dada_jax.models import restormer
 
 FIXTURE = pathlib.Path(__file__).parents[1] / "fixtures" / "restormer_small.npz"
 CONFIGS = ("biasfree", "withbias_dual_pixel")
 
 
-@functools.cache
 def _record(name):
-  """(attrs, state, grads, input NHWC, output NHWC, loss) of one config."""
-  with np.load(FIXTURE) as f:
-    rec = {k[len(name) + 1:]: f[k] for k in f.files if k.startswith(name + "/")}
-  attrs = {k: tuple(v) if isinstance(v, list) else v
-           for k, v in json.loads(rec["config"].item()).items()}
-  state, grads, offset = {}, {}, 0
-  for key, shape in json.loads(rec["keys"].item()):
-    size = int(np.prod(shape))
-    state[key] = rec["state"][offset:offset + size].reshape(shape)
-    grads[key] = rec["grad"][offset:offset + size].reshape(shape)
-    offset += size
-  return (attrs, state, grads, nhwc(rec["input"]), nhwc(rec["output"]),
-          rec["loss"])
+  return packed_record(FIXTURE, name)
 
 
 @functools.cache
