@@ -75,7 +75,11 @@ def _conv(features, kernel, dtype, name, *, stride=1, groups=1, dilation=1,
           bias=True):
   """torch `Conv2d(kernel, stride, padding=dilation * (kernel // 2))` for
   odd kernels, no padding for even ones (the strided 2x2 `downs`); kernel
-  HWIO float32."""
+  HWIO float32. groups is 1 or `features` (depthwise)."""
+  if groups > 1:
+    assert groups == features and stride == 1, (groups, features, stride)
+    return layers.DepthwiseConv(kernel, dilation, use_bias=bias, dtype=dtype,
+                                name=name)
   pad = dilation * (kernel // 2) if kernel % 2 else 0
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), kernel_dilation=dilation,

@@ -45,7 +45,11 @@ def pad_multiple(**attrs) -> int:
 
 
 def _conv(features, kernel, bias, dtype, name, groups=1):
-  """torch `Conv2d(k, padding=k // 2, groups, bias)`; kernel HWIO float32."""
+  """torch `Conv2d(k, padding=k // 2, groups, bias)`; kernel HWIO float32.
+  groups is 1 or `features` (depthwise)."""
+  if groups > 1:
+    assert groups == features, (groups, features)
+    return layers.DepthwiseConv(kernel, use_bias=bias, dtype=dtype, name=name)
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
                  feature_group_count=groups, use_bias=bias, dtype=dtype,

@@ -194,10 +194,7 @@ class DepthwiseConv(nn.Module):
     c, k = x.shape[-1], self.kernel_size
     kernel = self.param("kernel", _TORCH_CONV_INIT, (k, k, 1, c), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), (1, 1),
-        [(k // 2, k // 2)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=c)
+    y = layers.depthwise_conv(x.astype(self.dtype), kernel)
     return layers.add_bias(y, bias.astype(self.dtype))
 
 

@@ -1,5 +1,7 @@
 """The hand-written gradients in dada_jax.models.layers equal autodiff's."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -91,3 +93,29 @@ def test_bias_gradient_sums_over_every_position():
   np.testing.assert_array_equal(d_y, dy)
   np.testing.assert_allclose(d_bias, dy.astype(np.float64).sum((0, 1, 2)),
                              rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dilation,dtype", [(1, jnp.float32), (2, jnp.float32),
+                                            (1, jnp.bfloat16)])
+def test_depthwise_conv_on_cpu_is_the_grouped_convolution(dilation, dtype):
+  """The CPU form (k² shifted products) equals XLA's grouped convolution,
+  values and gradients, at odd sizes; both run here, the first through
+  `depthwise_conv`."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 9, 13, 6)), dtype)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 1, 6)), dtype)
+  grouped = functools.partial(
+      layers._depthwise_grouped, dilation=dilation)  # pylint: disable=protected-access
+  assert jax.default_backend() == "cpu"
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  for fn in (lambda x, k: layers.depthwise_conv(x, k, dilation), grouped):
+    assert fn(x, kernel).dtype == dtype
+  ours = jax.jit(lambda x, k: layers.depthwise_conv(x, k, dilation))
+  np.testing.assert_allclose(np.float32(ours(x, kernel)),
+                             np.float32(grouped(x, kernel)), rtol=tol,
+                             atol=tol)
+  if dtype == jnp.float32:
+    loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
+    for a, b in zip(jax.grad(loss(ours), (0, 1))(x, kernel),
+                    jax.grad(loss(grouped), (0, 1))(x, kernel)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
