@@ -3,8 +3,9 @@
 Uformer exact to the reference's models/net/uformer.py; by default at its
 constructor's size (embed 32, depths 2 x 9, window 8, img_size 256; 21.7M
 parameters), or `size=T|S|B`, the paper's Fig. 7 backbones as the Uformer
-authors define them (embed 16 / 32 / 32 with depths 1-2-8-8-2-8-8-2-1;
-window 8, modulator, img_size 128; 5.6M / 21.8M / 52.0M parameters; see
+authors define them (embed 16 / 32 / 32; depths 2 x 9 for T and S,
+1-2-8-8-2-8-8-2-1 for B; window 8, modulator, img_size 128; 5.6M / 21.8M /
+52.0M parameters; see
 dada_jax/models/uformer.py). Critic, data, schedule and optimiser are
 denoise.py's. Other arguments: `runlocal` (tiny Uformer), `mode=...`,
 `critic=sr3`.

@@ -41,6 +41,8 @@ RESTORERS = {
                    ape=False, patch_norm=True, use_checkpoint=False,
                    upscale=1, img_range=1.0, upsampler="",
                    resi_connection="1conv"),
+    # Its 64 features are fixed in the reference; 17 layers is DnCNN-S.
+    "dncnn": dict(channels=3, num_of_layers=17),
     # The reference has only the block: the network as its authors publish
     # it, at their SIDD denoising size (NAFNet-SIDD-width32).
     "nafnet": dict(img_channel=3, width=32, middle_blk_num=12,
@@ -63,6 +65,7 @@ RUNLOCAL = {
                    window_size=4, mlp_ratio=2.0),
     "nafnet": dict(width=4, middle_blk_num=1, enc_blk_nums=(1, 1),
                    dec_blk_nums=(1, 1)),
+    "dncnn": dict(num_of_layers=3),
     "sr3": dict(inner_channel=16, norm_groups=8, channel_mults=(1, 2),
                 attn_res=(16,), res_blocks=1, image_size=32),
 }
@@ -98,6 +101,8 @@ def restorer_multiple(config) -> int:
     return uformer_multiple(block.img_size, block.win_size)
   if name in ("swinir", "nafnet"):
     return 1  # they pad inputs themselves, as published
+  if name == "dncnn":
+    return 1  # stride-1 convolutions only
   raise KeyError(name)
 
 

@@ -30,6 +30,7 @@ import orbax.checkpoint as ocp
 
 import dada_jax
 from dada_jax import config_lib
+from dada_jax import models
 
 CHECKPOINTS = "checkpoints"
 UNREADABLE = "checkpoints_unreadable"
@@ -203,13 +204,18 @@ class Checkpointer:
     return meta
 
   def restore_params(self, step: int | None = None, *, use_ema: bool = True):
-    """{role: params} (EMA by default) of `step` (default: the latest)."""
+    """{role: weights} (EMA by default) of `step` (default: the latest); a
+    restorer's BatchNorm statistics, if it has them, are in its weights (see
+    `models.split_stats`)."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError("no checkpoint to restore")
     state = self._restore_item(step, "state",
                                ocp.args.StandardRestore(self._local(step)))
-    return state["ema" if use_ema else "params"]
+    weights = dict(state["ema" if use_ema else "params"])
+    for role, stats in state.get("batch_stats", {}).items():
+      weights[role] = models.with_stats(weights[role], stats)
+    return weights
 
   def _local(self, step: int):
     """The saved state's shapes and dtypes, placed on this process's first

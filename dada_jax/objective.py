@@ -149,11 +149,21 @@ def make_diffusion_loss(config: mlc.ConfigDict, mode: str | None = None):
 
 
 def make_objective(config: mlc.ConfigDict, mode: str | None = None):
-  """Returns loss_fn(params, batch, rng, alpha, *, draws=None, train=True).
+  """Returns loss_fn(params, batch, rng, alpha, *, draws=None, train=True,
+  batch_stats=None).
 
   `loss_fn` returns (total [], LossTerms). `rng` feeds critic dropout and,
   when `draws` is None, the draws (see `sample_draws`, `split_rng`); pass
   recorded draws to reproduce a reference evaluation exactly.
+
+  A restorer with BatchNorm (DnCNN) needs `batch_stats` ({"restorer":
+  running statistics}); `loss_fn` then returns (total, (LossTerms, new
+  batch_stats)), as `Module.apply` does with `mutable`. As in the reference,
+  it is called on syn_lq and then on real_lq: with `train`, each call is
+  normalised by its own batch's statistics and updates the running ones, in
+  that order; without, both use the running ones, which come back unchanged.
+  Batch statistics are the whole (global) batch's under a sharded jit, like
+  torch's SyncBatchNorm. Other restorers take both domains in one call.
   """
   mode = mode or config.objective.mode
   if mode not in MODES:
@@ -164,30 +174,53 @@ def make_objective(config: mlc.ConfigDict, mode: str | None = None):
   diffusion_loss = (make_diffusion_loss(config, mode) if mode != "vanilla"
                     else None)
 
+  def residuals(restorer_params, stats, inputs, train):
+    """([G(x) for x in inputs], running statistics after them)."""
+    if stats is None:  # one call for all inputs
+      res = restorer.apply({"params": restorer_params},
+                           jnp.concatenate(inputs))
+      return jnp.split(res, len(inputs)), None
+    out = []
+    for x in inputs:
+      variables = {"params": restorer_params, models.STATS: stats}
+      if train:
+        y, new = restorer.apply(variables, x, train=True,
+                                mutable=[models.STATS])
+        stats = new[models.STATS]
+      else:
+        y = restorer.apply(variables, x)
+      out.append(y)
+    return out, stats
+
   def loss_fn(params: dict[str, Any], batch: dict[str, jax.Array],
               rng: jax.Array, alpha, *, draws: Draws | None = None,
-              train: bool = True):
+              train: bool = True, batch_stats=None):
     draw_rng, dropout_rng = split_rng(rng)
     syn_lq, syn_gt = batch["syn_lq"], batch["syn_gt"]
     zero = jnp.zeros((), jnp.float32)
+    stats = None if batch_stats is None else batch_stats["restorer"]
+
+    def result(total, terms, stats):
+      if batch_stats is None:
+        return total, terms
+      return total, (terms, {**batch_stats, "restorer": stats})
 
     if mode == "vanilla":
-      syn_res = restorer.apply({"params": params["restorer"]}, syn_lq)
+      (syn_res,), stats = residuals(params["restorer"], stats, [syn_lq],
+                                    train)
       pixel = charbonnier(syn_gt, syn_lq + syn_res, eps)
-      return pixel, LossTerms(pixel, pixel, zero, zero, zero)
+      return result(pixel, LossTerms(pixel, pixel, zero, zero, zero), stats)
 
     if draws is None:
       draws = sample_draws(draw_rng, syn_gt.shape, num_timesteps)
-    b = syn_lq.shape[0]
-    # One restorer call for both domains.
-    res = restorer.apply({"params": params["restorer"]},
-                         jnp.concatenate([syn_lq, batch["real_lq"]]))
-    syn_res, real_res = res[:b], res[b:]
+    (syn_res, real_res), stats = residuals(
+        params["restorer"], stats, [syn_lq, batch["real_lq"]], train)
     pixel = charbonnier(syn_gt, syn_lq + syn_res, eps)
     diff, mse_pos, triplet = diffusion_loss(
         params["critic"], batch, syn_res, real_res, draws, dropout_rng, train)
     total = alpha * diff + pixel
-    return total, LossTerms(total, pixel, diff, mse_pos, triplet)
+    return result(total, LossTerms(total, pixel, diff, mse_pos, triplet),
+                  stats)
 
   return loss_fn
 

@@ -29,8 +29,9 @@ def _compiled_restore(restorer):
   @jax.jit
   def restore(params, x, origin=None, global_size=None):
     if place:
-      return x + restorer.apply({"params": params}, x, origin, global_size)
-    return x + restorer.apply({"params": params}, x)
+      return x + restorer.apply(models.as_variables(params), x, origin,
+                                global_size)
+    return x + restorer.apply(models.as_variables(params), x)
   return restore
 
 
@@ -131,7 +132,7 @@ def _compiled_ensemble(restorer, multiple: int):
       pad = ((0, _round_up(h, multiple) - h), (0, _round_up(w, multiple) - w),
              (0, 0))
       batch = jnp.stack([jnp.pad(v, pad, mode="edge") for v in views])
-      out = batch + restorer.apply({"params": params}, batch)
+      out = batch + restorer.apply(models.as_variables(params), batch)
       for y, t in zip(out, group):
         total += dihedral_inverse(y[:h, :w], t)
     return total / 8
@@ -147,7 +148,7 @@ def restore_array(config: mlc.ConfigDict, params, image: np.ndarray, *,
 
   Args:
     config: model config (restorer, predict.* defaults).
-    params: restorer params.
+    params: restorer weights (params, and BatchNorm statistics if any).
     image: [H, W, 3] float32 in the task's value range.
     tile: tile side; None picks tiling when H*W > predict.max_untiled_pixels
       (using predict.tile), False/0 never tiles.

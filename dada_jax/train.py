@@ -59,7 +59,8 @@ def init_state(config: mlc.ConfigDict, mesh: jax.sharding.Mesh, rng,
     config: the run's config (models, optimizer, `sharding`).
     mesh: from `sharding.make_mesh`.
     rng: key for the random init of roles missing from `params`.
-    params: optional {role: tree} replacing the random init (host arrays).
+    params: optional {role: weights} replacing the random init (host
+      arrays; a restorer's BatchNorm statistics, if any, come with it).
   """
   init = functools.partial(step_lib.init_state, config)
   shape = jax.eval_shape(init, rng, params)
@@ -185,7 +186,9 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
       writer.write_scalars(step, last)
       _check_streak(state, step, t.max_bad_steps, checkpointer, workdir)
     if t.eval_every and eval_fn and (step % t.eval_every == 0 or final):
-      ema_restorer = jax.device_get(state["ema"]["restorer"])
+      ema_restorer = jax.device_get(models.with_stats(
+          state["ema"]["restorer"],
+          state.get("batch_stats", {}).get("restorer")))
       results = eval_fn(ema_restorer, step=step, workdir=workdir)
       writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
     if step % t.ckpt_every == 0 or final:

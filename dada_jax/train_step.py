@@ -7,7 +7,15 @@ sharding tree mirrors it exactly:
    "params": {"restorer": ..., "critic": ...},   # no critic in vanilla mode
    "opt": optax state,
    "ema": {"restorer": ..., "critic": ...},
-   "bad_steps": int32 []}   # consecutive skipped (non-finite) steps
+   "bad_steps": int32 [],   # consecutive skipped (non-finite) steps
+   "batch_stats": {"restorer": ...}}   # only for a restorer with BatchNorm
+
+BatchNorm running statistics (DnCNN) are not optimised: the objective
+updates them (see `objective.make_objective`) and the step stores them. The
+EMA covers params only; evaluating the EMA restorer uses the live statistics
+(`checkpoint.Checkpointer.restore_params`). The reference's EMA copy never
+updates its buffers, so its EMA DnCNN would normalise with the statistics it
+was built with; that is not reproduced.
 
 One Adam updates restorer and critic together on L_pix + α·L_diffusion, as the
 reference does (the critic thus learns from α-scaled gradients), and the EMA
@@ -55,18 +63,27 @@ def make_optimizer(config: mlc.ConfigDict) -> optax.GradientTransformation:
   return tx
 
 
-def init_state(config: mlc.ConfigDict, rng: jax.Array, params=None) -> State:
-  """A fresh state; `params` ({role: tree}) replaces the random init."""
-  if params is None:
-    params = models.init_params(config, rng, roles=roles(config))
+def init_state(config: mlc.ConfigDict, rng: jax.Array, weights=None) -> State:
+  """A fresh state; `weights` ({role: tree}, see `models.split_stats`)
+  replaces the random init."""
+  if weights is None:
+    weights = models.init_params(config, rng, roles=roles(config))
+  params, stats = {}, {}
+  for role, tree in weights.items():
+    params[role], role_stats = models.split_stats(tree)
+    if role_stats is not None:
+      stats[role] = jax.tree.map(jnp.asarray, role_stats)
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
-  return {
+  state = {
       "step": jnp.zeros((), jnp.int32),
       "params": params,
       "opt": make_optimizer(config).init(params),
       "ema": jax.tree.map(jnp.copy, params),
       "bad_steps": jnp.zeros((), jnp.int32),
   }
+  if stats:
+    state["batch_stats"] = stats
+  return state
 
 
 def alpha_at(config: mlc.ConfigDict, step):
@@ -101,25 +118,34 @@ def split_microbatches(tree, k: int):
 
 
 def make_grad_fn(config: mlc.ConfigDict):
-  """Returns `grad_fn(params, batch, rng, alpha) -> (grads, LossTerms)`.
+  """Returns `grad_fn(params, batch, rng, alpha, batch_stats=None) ->
+  (grads, LossTerms, new batch_stats)`.
 
   The train step's gradient of the objective on `batch` (streams [B, ...])
   with `rng` the step's key: one `value_and_grad` when
   `config.optim.grad_accum_steps` is 1, else the mean of the gradients of K
   microbatches, accumulated in float32 by a `lax.scan` (the program does not
   grow with K), with LossTerms the mean of the microbatches' terms. See
-  `make_train_step` for what this computes.
+  `make_train_step` for what this computes. BatchNorm statistics (None when
+  the restorer has none) pass through the microbatches in order.
   """
   loss_fn = objective.make_objective(config)
   k = config.optim.get("grad_accum_steps", 1)
   mode = config.objective.mode
   num_timesteps = config.diffusion.num_timesteps
 
-  def grad_fn(params, batch: dict[str, jax.Array], rng: jax.Array, alpha):
+  def gradient(params, batch, rng, alpha, draws, stats):
+    """(grads, terms, stats after) of one evaluation."""
+    loss = lambda p: loss_fn(p, batch, rng, alpha, draws=draws, train=True,
+                             batch_stats=stats)
+    (_, aux), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    terms, stats = aux if stats is not None else (aux, None)
+    return grads, terms, stats
+
+  def grad_fn(params, batch: dict[str, jax.Array], rng: jax.Array, alpha,
+              batch_stats=None):
     if k == 1:
-      loss = lambda p: loss_fn(p, batch, rng, alpha, train=True)
-      (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(params)
-      return grads, terms
+      return gradient(params, batch, rng, alpha, None, batch_stats)
     # The K = 1 step's draws, for the whole batch, split with it.
     draw_rng, dropout_rng = objective.split_rng(rng)
     draws = None
@@ -127,21 +153,22 @@ def make_grad_fn(config: mlc.ConfigDict):
       draws = objective.sample_draws(draw_rng, batch["syn_gt"].shape,
                                      num_timesteps)
 
-    def accumulate(total, xs):
+    def accumulate(carry, xs):
+      total, stats = carry
       i, micro, micro_draws = xs
-      loss = lambda p: loss_fn(p, micro, jax.random.fold_in(dropout_rng, i),
-                               alpha, draws=micro_draws, train=True)
-      (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(params)
+      grads, terms, stats = gradient(
+          params, micro, jax.random.fold_in(dropout_rng, i), alpha,
+          micro_draws, stats)
       total = jax.tree.map(lambda t, g: t + g.astype(jnp.float32), total,
                            grads)
-      return total, terms
+      return (total, stats), terms
 
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-    total, terms = jax.lax.scan(
-        accumulate, zeros,
+    (total, stats), terms = jax.lax.scan(
+        accumulate, (zeros, batch_stats),
         (jnp.arange(k), *split_microbatches((batch, draws), k)))
     grads = jax.tree.map(lambda g: g / k, total)
-    return grads, jax.tree.map(lambda t: jnp.mean(t, axis=0), terms)
+    return grads, jax.tree.map(lambda t: jnp.mean(t, axis=0), terms), stats
 
   return grad_fn
 
@@ -155,8 +182,9 @@ def make_train_step(config: mlc.ConfigDict):
   lr, skipped.
 
   A step whose loss or gradients are not finite is not applied: params,
-  optimizer state and EMA stay as they were, `skipped` is 1 and
-  `state["bad_steps"]` counts the streak (the trainer stops on a long one).
+  optimizer state, EMA and BatchNorm statistics stay as they were, `skipped`
+  is 1 and `state["bad_steps"]` counts the streak (the trainer stops on a
+  long one).
 
   Gradient accumulation, `config.optim.grad_accum_steps` = K > 1: the batch
   of B is split into K microbatches of B/K (`split_microbatches`; every
@@ -180,7 +208,9 @@ def make_train_step(config: mlc.ConfigDict):
   (or `objective.negatives` off) a K > 1 step equals the K = 1 step up to
   float32 round-off. A run is deterministic and resumes exactly; K may
   change on resume (the state does not depend on it), changing only the
-  dropout masks and the hinge's microbatches from there on.
+  dropout masks and the hinge's microbatches from there on. A BatchNorm
+  restorer normalises each microbatch by its own statistics (the
+  reference's at batch B/K) and updates the running ones 2K times.
   """
   grad_fn = make_grad_fn(config)
   tx = make_optimizer(config)
@@ -191,7 +221,9 @@ def make_train_step(config: mlc.ConfigDict):
     rng = jax.random.fold_in(rng, step)
     alpha = alpha_at(config, step)
 
-    grads, terms = grad_fn(state["params"], batch, rng, alpha)
+    stats = state.get("batch_stats")
+    grads, terms, new_stats = grad_fn(state["params"], batch, rng, alpha,
+                                      stats)
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
@@ -214,6 +246,8 @@ def make_train_step(config: mlc.ConfigDict):
     metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
     new_state = {"step": step + 1, "params": params, "opt": opt, "ema": ema,
                  "bad_steps": jnp.where(finite, 0, state["bad_steps"] + 1)}
+    if stats is not None:
+      new_state["batch_stats"] = keep_if_bad(new_stats, stats)
     return new_state, metrics
 
   return train_step

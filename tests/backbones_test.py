@@ -3,6 +3,8 @@ config.critic.name: they train, resume, restore and convert through the same
 code as the paper's (their exactness: tests/models/<name>_test.py)."""
 
 import math
+import os
+import shutil
 
 import jax
 import numpy as np
@@ -10,18 +12,23 @@ import pytest
 
 from conftest import REPO
 from conftest import cached_config
+from conftest import random_batch
 from conftest import restored_params
 from conftest import train_config
 from dada_jax import backbones
+from dada_jax import checkpoint
 from dada_jax import config_lib
 from dada_jax import faults
 from dada_jax import models
 from dada_jax import predict
+from dada_jax import sharding
 from dada_jax import train
+from dada_jax import train_step
 from dada_jax.torch_io import convert
 
 RESTORMER_SR3 = str(REPO / "configs/restormer.py") + ":runlocal,critic=sr3"
 UFORMER = str(REPO / "configs/uformer.py") + ":runlocal"
+DNCNN = str(REPO / "configs/dncnn.py") + ":runlocal"
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +84,8 @@ def test_reference_state_dict_round_trip(config, params):
 @pytest.mark.parametrize("spec,tile,overlap", [
     (RESTORMER_SR3, 32, 8), (UFORMER, 64, 0),
     (str(REPO / "configs/swinir.py") + ":runlocal", 32, 8),
-    (str(REPO / "configs/nafnet.py") + ":runlocal", 32, 8)])
+    (str(REPO / "configs/nafnet.py") + ":runlocal", 32, 8),
+    (DNCNN, 32, 8)])
 def test_restore_and_convert_at_odd_sizes(spec, tile, overlap):
   """Odd sizes pad to the network's multiple (Uformer: its windows at every
   level); tiles are multiples of it; the restorer alone converts both
@@ -99,19 +107,120 @@ def test_restore_and_convert_at_odd_sizes(spec, tile, overlap):
   jax.tree.map(np.testing.assert_array_equal, back, restorer)
 
 
-def test_dda_trains_and_resumes_exactly(tmp_path):
-  """Restormer restorer + SR3 critic: 2 steps in one go == 1 step, stop,
-  resume to 2 (params bitwise)."""
-  def run(total, workdir):
-    c = train_config(total, spec=RESTORMER_SR3, one_device=True, ckpt_every=1)
+def _train_twice(spec, tmp_path, use_ema=False):
+  """Trains `spec` 2 steps (checkpoints at 1 and 2), then resumes a copy of
+  the workdir without step 2 from step 1 to 2; asserts equal losses at step
+  2 and returns both runs' restored step-2 weights."""
+  def run(workdir):
+    c = train_config(2, spec=spec, one_device=True, ckpt_every=1)
+    c.data.patch_size = math.lcm(16, backbones.patch_multiple(c))
     return train.train_and_evaluate(c, str(workdir))
   losses = lambda m: {k: v for k, v in m.items() if k.startswith("loss/")}
-  last = run(2, tmp_path / "full")
-  run(1, tmp_path / "split")
-  assert losses(run(2, tmp_path / "split")) == losses(last)
-  for a, b in zip(jax.tree.leaves(restored_params(tmp_path / "full", 2)),
-                  jax.tree.leaves(restored_params(tmp_path / "split", 2))):
-    np.testing.assert_array_equal(a, b)
+  full, resumed = tmp_path / "full", tmp_path / "resumed"
+  last = run(full)
+  assert last and all(np.isfinite(v) for v in losses(last).values())
+  shutil.copytree(full, resumed)
+  shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(str(resumed)), "2"))
+  assert losses(run(resumed)) == losses(last)
+  return (restored_params(full, 2, use_ema=use_ema),
+          restored_params(resumed, 2, use_ema=use_ema))
+
+
+@pytest.mark.parametrize("spec", [
+    RESTORMER_SR3, UFORMER, str(REPO / "configs/swinir.py") + ":runlocal",
+    str(REPO / "configs/nafnet.py") + ":runlocal"],
+    ids=["restormer_sr3", "uformer", "swinir", "nafnet"])
+def test_dda_trains_and_resumes_exactly(tmp_path, spec):
+  """`train` with each network's runlocal config: 2 steps in one go == the
+  same run resumed from its step-1 checkpoint (params bitwise; DnCNN:
+  below)."""
+  full, resumed = _train_twice(spec, tmp_path)
+  jax.tree.map(np.testing.assert_array_equal, full, resumed)
+
+
+@pytest.mark.parametrize("config_file", [
+    "restormer.py", "uformer.py", "swinir.py", "nafnet.py", "dncnn.py"])
+def test_fsdp_rules_place_every_network(config_file):
+  """FSDP over 8 devices at each network's default size: every leaf of the
+  train state is split over `data` along a dimension 8 divides, or
+  replicated; no restorer weight matrix that 8 divides stays whole."""
+  config = config_lib.load_config(str(REPO / "configs" / config_file),
+                                  ["sharding=fsdp"])
+  shape = jax.eval_shape(
+      lambda: train_step.init_state(config, jax.random.key(0)))
+  mesh = sharding.make_mesh(config)
+  placed = sharding.state_shardings(shape, mesh, "fsdp")
+  for leaf, where in zip(jax.tree.leaves(shape), jax.tree.leaves(placed)):
+    split = [d for d, axis in enumerate(where.spec) if axis is not None]
+    assert len(split) <= 1
+    if split:
+      assert leaf.shape[split[0]] % 8 == 0
+    elif leaf.ndim >= 2:
+      assert all(n % 8 for n in leaf.shape), leaf.shape
+
+
+def test_dncnn_statistics_train_checkpoint_and_resume(tmp_path):
+  """DnCNN's BatchNorm statistics: two updates a step (the syn and the real
+  call), in the checkpoint, restored exactly on resume, and what `restore`
+  normalises with."""
+  full, resumed = _train_twice(DNCNN, tmp_path, use_ema=True)
+  stats = full["restorer"][models.STATS]["dncnn_3"]
+  assert int(stats["num_batches_tracked"]) == 4
+  assert not np.allclose(stats["mean"], 0)
+  jax.tree.map(np.testing.assert_array_equal, full, resumed)
+  config = cached_config(DNCNN)
+  image = np.random.default_rng(0).uniform(0, 1, (9, 11, 3)).astype(
+      np.float32)
+  restored = predict.restore_array(config, full["restorer"], image, tile=0)
+  expected = image + models.make_restorer(config).apply(
+      models.as_variables(full["restorer"]), image[None])[0]
+  np.testing.assert_allclose(restored, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_dncnn_accumulation_updates_statistics_per_microbatch():
+  """grad_accum_steps=2: the statistics pass through both microbatches
+  (2 updates in vanilla mode, against 1), and differ from one call on the
+  whole batch."""
+  def stats_after(k):
+    c = train_config(1, spec=DNCNN)
+    c.objective.mode = "vanilla"  # one call a microbatch; no critic to build
+    c.optim.grad_accum_steps = k
+    state = train_step.init_state(c, jax.random.key(0))
+    grad_fn = jax.jit(train_step.make_grad_fn(c))
+    return jax.device_get(grad_fn(state["params"], random_batch(c),
+                                  jax.random.key(1), 0.1,
+                                  state["batch_stats"])[2])["restorer"]
+  one, two = stats_after(1)["dncnn_3"], stats_after(2)["dncnn_3"]
+  assert int(one["num_batches_tracked"]) == 1
+  assert int(two["num_batches_tracked"]) == 2
+  assert not np.allclose(one["var"], two["var"])
+
+
+def test_dncnn_step_normalises_over_the_global_batch():
+  """One step with the batch split over 8 devices (FSDP) equals the step on
+  one device: BatchNorm's statistics are the whole batch's (per-device
+  statistics of one image each would change the loss and the running
+  statistics entirely; the order of the sums moves metrics by ~3e-5).
+  Params after Adam's first step (±lr, lr 1e-4, where a gradient is not
+  round-off) to 1e-5."""
+  def one_step(mesh_size, strategy):
+    c = train_config(1, spec=DNCNN)
+    c.mesh, c.sharding = (("data", mesh_size),), strategy
+    mesh = sharding.make_mesh(c, jax.devices()[:mesh_size])
+    state, shardings = train.init_state(c, mesh, jax.random.key(0))
+    logged = {}
+    state = train.run_steps(
+        c, mesh, state, shardings, iter([random_batch(c)]), jax.random.key(1),
+        stop=1, on_step=lambda _, __, m: logged.update(jax.device_get(m)))
+    return jax.device_get(state["batch_stats"]), logged, jax.device_get(
+        state["params"])
+  (stats1, metrics1, params1), (stats8, metrics8, params8) = (
+      one_step(1, "replicate"), one_step(8, "fsdp"))
+  close = lambda rtol, atol: lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=rtol, atol=atol)
+  jax.tree.map(close(1e-5, 1e-7), stats1, stats8)
+  jax.tree.map(close(1e-4, 1e-7), metrics1, metrics8)
+  jax.tree.map(close(0, 1e-5), params1, params8)
 
 
 def test_resume_compares_only_the_named_network():
@@ -174,11 +283,11 @@ def test_published_nafnet_checkpoint_initialises_training(tmp_path):
 
 @pytest.mark.parametrize("config_file,params", [
     ("restormer.py", 26_111_668), ("uformer.py", 21_713_757),
-    ("swinir.py", 11_504_163), ("nafnet.py", 29_159_715)])
+    ("swinir.py", 11_504_163), ("nafnet.py", 29_159_715),
+    ("dncnn.py", 558_336)])
 def test_train_state_initialises_at_default_sizes(config_file, params):
   """The trainer's init at each network's default size (Uformer needs inputs
   of 128 there), with the reference's parameter counts."""
-  from dada_jax import train_step  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config(str(REPO / "configs" / config_file))
   state = jax.eval_shape(
       lambda: train_step.init_state(config, jax.random.key(0)))

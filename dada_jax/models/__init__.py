@@ -6,6 +6,14 @@ dada_jax.backbones): by default the paper's `RestorationNet` /
 the block; another network takes its attributes from `config.<role>.<name>`.
 The compute dtype comes from `config.dtype`. Params are a plain pytree keyed
 by role: {"restorer": ..., "critic": ...}.
+
+A network with BatchNorm (DnCNN) also has running statistics. Outside the
+train state (which keeps them apart from the optimised params, as
+`state["batch_stats"]`) a network's *weights* carry them under the key
+STATS beside its modules, so that one tree per role holds everything its
+state dict holds: `as_variables(weights)` gives what `Module.apply` takes,
+`split_stats` / `with_stats` go between the two forms. For every other
+network weights and params are the same tree.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 
 from dada_jax import backbones
+from dada_jax.models import dncnn
 from dada_jax.models import nafnet
 from dada_jax.models import restormer
 from dada_jax.models import sr3_critic
@@ -27,11 +36,34 @@ from dada_jax.models.restorer import RestorationNet
 
 # name -> the module defining the network (its class, pad rule, converters).
 RESTORER_MODULES = {"restormer": restormer, "uformer": uformer,
-                    "swinir": swinir, "nafnet": nafnet}
+                    "swinir": swinir, "nafnet": nafnet, "dncnn": dncnn}
 CRITIC_MODULES = {"sr3": sr3_critic}
 _CLASSES = {"restormer": restormer.Restormer, "uformer": uformer.Uformer,
             "swinir": swinir.SwinIR, "nafnet": nafnet.NAFNet,
+            "dncnn": dncnn.DnCNN,
             "sr3": sr3_critic.SR3UNet}
+
+
+STATS = "batch_stats"  # a network's BatchNorm statistics in its weights
+
+
+def split_stats(weights):
+  """(params, batch statistics or None) of one network's weights."""
+  if STATS not in weights:
+    return weights, None
+  return {k: v for k, v in weights.items() if k != STATS}, weights[STATS]
+
+
+def with_stats(params, stats):
+  """One network's weights from its params and its statistics (or None)."""
+  return params if stats is None else {**params, STATS: stats}
+
+
+def as_variables(weights) -> dict:
+  """The Flax variables `Module.apply` takes for one network's weights."""
+  params, stats = split_stats(weights)
+  return {"params": params} if stats is None else {"params": params,
+                                                     STATS: stats}
 
 
 def compute_dtype(config: mlc.ConfigDict) -> jnp.dtype:
@@ -86,7 +118,9 @@ def critic_in_channels(config: mlc.ConfigDict) -> int:
 
 def init_params(config: mlc.ConfigDict, rng: jax.Array,
                 size: int | None = None, roles=("restorer", "critic")):
-  """Initialises {"restorer", "critic"} params (float32) on a size x size input.
+  """Initialises {"restorer", "critic"} weights on a size x size input:
+  float32 params, and BatchNorm statistics where a network has them (see
+  `split_stats`).
 
   Parameter shapes do not depend on `size`; it only has to be a multiple of
   the networks' total downsampling (default: the least multiple of it and
@@ -98,7 +132,9 @@ def init_params(config: mlc.ConfigDict, rng: jax.Array,
   params = {}
   if "restorer" in roles:
     x = jnp.zeros((1, size, size, 3), jnp.float32)
-    params["restorer"] = make_restorer(config).init(r_rng, x)["params"]
+    variables = make_restorer(config).init(r_rng, x)
+    params["restorer"] = with_stats(variables["params"],
+                                    variables.get(STATS))
   if "critic" in roles:
     x = jnp.zeros((1, size, size, critic_in_channels(config)), jnp.float32)
     g = jnp.zeros((1,), jnp.float32)
@@ -107,4 +143,7 @@ def init_params(config: mlc.ConfigDict, rng: jax.Array,
 
 
 def count_params(tree) -> int:
+  """Elements of a params or weights tree, BatchNorm statistics left out."""
+  if isinstance(tree, dict):
+    return sum(count_params(v) for k, v in tree.items() if k != STATS)
   return sum(int(x.size) for x in jax.tree.leaves(tree))

@@ -47,7 +47,7 @@ def block_sets(config: mlc.ConfigDict) -> dict:
 
 @functools.lru_cache(maxsize=8)
 def _apply(restorer):
-  return jax.jit(lambda p, x: x + restorer.apply({"params": p}, x))
+  return jax.jit(lambda p, x: x + restorer.apply(models.as_variables(p), x))
 
 
 def load(source, value_range: str) -> tuple[np.ndarray, np.ndarray]:

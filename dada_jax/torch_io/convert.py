@@ -156,7 +156,8 @@ def params_from_state_dict(state: dict[str, np.ndarray],
       other roles are ignored (restoring needs only the restorer).
 
   Returns:
-    {"restorer": tree[, "critic": tree]} of float32 NumPy arrays.
+    {"restorer": tree[, "critic": tree]} of NumPy arrays (float32; a
+    BatchNorm restorer's statistics in its tree, see models.split_stats).
 
   Raises:
     CheckpointMismatch naming every missing, unexpected or misshapen key, or a
@@ -240,8 +241,9 @@ def _take_backbone_keys(state, config):
 
 def _backbone_from_torch(config, role, state):
   _, attrs = models.network_attributes(config, role)
-  return _backbone(config, role).params_from_torch(
-      {k: np.asarray(v) for k, v in state.items()}, **attrs)["params"]
+  variables = _backbone(config, role).params_from_torch(
+      {k: np.asarray(v) for k, v in state.items()}, **attrs)
+  return models.with_stats(variables["params"], variables.get(models.STATS))
 
 
 def _torch_shape(flax_shape):
@@ -270,7 +272,7 @@ def state_dict_from_params(params, config: mlc.ConfigDict | None = None):
     module = _backbone(config, role) if config is not None else None
     if module is not None:
       _, attrs = models.network_attributes(config, role)
-      tree = {"params": jax.device_get(params[role])}
+      tree = models.as_variables(jax.device_get(params[role]))
       for key, value in module.params_to_torch(tree, **attrs).items():
         state[f"{ROLE_PREFIX[role]}.{key}"] = value
       continue

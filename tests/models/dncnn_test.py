@@ -2,7 +2,9 @@
 
 Fixture: tests/fixtures/dncnn_small.npz (make_dncnn_fixture.py): 3 layers
 (one conv-BN-ReLU), perturbed weights and running statistics, odd-sized
-input. Tolerances: outputs 1e-5 relative, gradients 1e-4.
+input; dncnn_dda_small.npz (make_dncnn_dda_fixture.py): the reference's
+training objective with that DnCNN as its restorer, in train mode.
+Tolerances: outputs 1e-5 relative, gradients 1e-4.
 """
 
 import functools
@@ -17,10 +19,16 @@ import numpy as np
 import pytest
 
 from conftest import assert_rel
+from conftest import FIXTURES
 from conftest import nhwc
+from conftest import small_config
+from dada_jax import models
+from dada_jax import objective
+from dada_jax import train_step
 from dada_jax.models import dncnn
+from dada_jax.torch_io import convert
 
-FIXTURE = pathlib.Path(__file__).parents[1] / "fixtures" / "dncnn_small.npz"
+FIXTURE = FIXTURES / "dncnn_small.npz"
 
 
 @functools.cache
@@ -83,6 +91,71 @@ def test_gradients_match_reference():
   state = _train_step()[2]
   for key, expected in rec["grad"].items():
     assert_rel(state[key], expected, tol=1e-4)
+
+
+@functools.cache
+def _dda_record():
+  with np.load(FIXTURES / "dncnn_dda_small.npz") as f:
+    return {k: f[k] for k in f.files}
+
+
+def _dda_config():
+  """The reference's small critic (dropout 0) and a 3-layer DnCNN."""
+  c = small_config()
+  c.critic.dropout = 0.0
+  c.restorer.name = "dncnn"
+  c.restorer.dncnn.num_of_layers = 3
+  return c
+
+
+def _dda_weights(rec, config):
+  """{role: weights} from the fixture's DnCNN and noise_da_small's critic."""
+  state = {"RestorationNet." + k[len("state/"):]: v for k, v in rec.items()
+           if k.startswith("state/")}
+  with np.load(FIXTURES / "noise_da_small.npz") as f:
+    state.update({k[len("state/"):]: f[k] for k in f.files
+                  if k.startswith("state/denoise_fn.")})
+  return convert.params_from_state_dict(state, config, source="fixture")
+
+
+@pytest.mark.parametrize("mode", ["dda", "vanilla"])
+def test_training_objective_matches_reference(mode):
+  """The reference Network with DnCNN as RestorationNet, train mode: loss
+  terms, the restorer's gradients, and the running statistics after the
+  restorer's calls on syn_lq then real_lq (two updates; one in vanilla)."""
+  rec, config = _dda_record(), _dda_config()
+  state = train_step.init_state(config, jax.random.key(0),
+                                _dda_weights(rec, config))
+  batch = {k: nhwc(rec[k]) for k in ("syn_lq", "syn_gt", "real_lq")}
+  draws = objective.draws_from_reference(
+      rec["t"], rec["u"], rec["swap_u"] > 0.5, rec["negswap_u"] > 0.5,
+      rec["noise"])
+  loss_fn = objective.make_objective(config, mode)
+  alpha = float(rec["alpha"]) if mode == "dda" else 0.0
+
+  def loss(params):
+    return loss_fn(params, batch, jax.random.key(0), alpha,
+                   draws=None if mode == "vanilla" else draws,
+                   batch_stats=state["batch_stats"])
+
+  (total, (terms, stats)), grads = jax.jit(jax.value_and_grad(
+      loss, has_aux=True))(state["params"])
+  assert_rel(total, rec[f"{mode}/total"])
+  assert_rel(terms.pixel, rec[f"{mode}/loss_syn"])
+  if mode == "dda":
+    assert_rel(terms.diffusion, rec["dda/loss_noise"])
+  exported = convert.state_dict_from_params(
+      {"restorer": models.with_stats(grads["restorer"], stats["restorer"])},
+      config)
+  assert len(exported) == 8  # every parameter and buffer
+  for key, value in exported.items():
+    key = key[len("RestorationNet."):]
+    if key.endswith("num_batches_tracked"):
+      assert value == rec[f"{mode}/stats_after/{key}"], key
+    elif "running" in key:
+      assert_rel(value, rec[f"{mode}/stats_after/{key}"])
+    else:
+      assert_rel(value, rec[f"{mode}/grad/{key}"], tol=1e-4)
 
 
 def test_init_leaves_stats_and_train_needs_two_values_per_channel():
