@@ -266,7 +266,8 @@ def test_unet_sizes_match_the_papers_macs():
 def test_published_nafnet_checkpoint_initialises_training(tmp_path):
   """A BasicSR-style {"params": state_dict} file of the published NAFNet
   layout (no prefix) loads as the restorer, as train.init_from reads it."""
-  torch = pytest.importorskip("torch")
+  torch = pytest.importorskip(
+      "torch", reason="torch (the [test] extra) runs the torch cross-checks")
   from dada_jax import weights  # pylint: disable=g-import-not-at-top
   config = cached_config(str(REPO / "configs/nafnet.py") + ":runlocal")
   restorer = jax.device_get(jax.jit(lambda k: models.init_params(

@@ -21,7 +21,8 @@ from conftest import SMALL_ARGS
 from dada_jax import cli
 import hostile_pth
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip(
+    "torch", reason="torch (the [test] extra) runs the torch cross-checks")
 RUNLOCAL = ["--config", RUNLOCAL_SPEC]
 
 

@@ -15,7 +15,8 @@ from dada_jax import cli
 from dada_jax import image_io
 from dada_jax import predict
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip(
+    "torch", reason="torch (the [test] extra) runs the torch cross-checks")
 
 SMALL = SMALL_ARGS
 

@@ -121,7 +121,6 @@ def test_other_processes_write_nothing(tmp_path):
 
 
 def test_tensorboard_event_file(tmp_path):
-  pytest.importorskip("tensorboardX")
   with mw.MetricWriter(tmp_path, process_index=0) as w:
     w.write_scalars(5, {"loss/total": 0.5, "alpha": float("nan")})
     w.write_images(5, {"sample": np.full((8, 6, 3), 200, np.uint8),
@@ -197,7 +196,6 @@ def test_progress_resumed_and_disabled(clock, capsys):
 
 
 def test_progress_bar_on_a_tty(clock, capsys, monkeypatch):
-  pytest.importorskip("tqdm")
   monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
   p = mw.Progress(100, global_batch_size=2)
   clock[0] += 1.0

@@ -14,7 +14,8 @@ import pytest
 
 from dada_jax.bench import reference as bench_torch
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip(
+    "torch", reason="torch (the [test] extra) runs the torch cross-checks")
 
 REAL_CHECKOUT = "/tmp/noise_da"
 PROBE = "_bench_torch_probe"

@@ -411,7 +411,7 @@ def test_flist_paths_resolve_relative_absolute_and_cwd(tmp_path, monkeypatch):
 
 
 def test_tfds_source_round_trip_without_tensorflow(tmp_path, real_ids):
-  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   images = [np.random.default_rng(i).integers(0, 256, (18 + i, 20, 3),
                                               np.uint8) for i in range(4)]

@@ -11,7 +11,8 @@ from dada_jax.torch_io import convert
 from dada_jax.torch_io import pth
 from dada_jax import weights
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip(
+    "torch", reason="torch (the [test] extra) runs the torch cross-checks")
 
 
 def _tree_equal(a, b):
