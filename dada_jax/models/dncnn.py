@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dada_jax.models import layers
-from dada_jax.models.restormer import check_state
+from dada_jax.models import torch_layout
 
 FEATURES = 64  # hard-coded in the reference constructor
 DEFAULTS = dict(channels=3, num_of_layers=17)
@@ -164,7 +164,8 @@ def params_from_torch(state: Mapping[str, np.ndarray], **attrs) -> dict:
   prefix; numpy arrays or CPU tensors). Strict: every missing, unexpected
   and misshapen key is named in one ValueError."""
   layout = _layout(**attrs)
-  check_state(state, {k: spec[2] for k, spec in layout.items()})
+  torch_layout.check_state(state,
+                           {k: spec[2] for k, spec in layout.items()})
   variables = {"params": {}, "batch_stats": {}}
   for key, (collection, path, _, dtype) in layout.items():
     value = np.asarray(state[key])

@@ -47,7 +47,7 @@ import numpy as np
 
 from dada_jax import backbones
 from dada_jax.models import layers
-from dada_jax.models.restormer import check_state
+from dada_jax.models import torch_layout
 from dada_jax.models.restormer import pixel_shuffle2
 
 # NAFNet-SIDD-width32, the published SIDD denoising model
@@ -264,7 +264,8 @@ def params_from_torch(state: Mapping[str, np.ndarray], **attrs) -> dict:
   checkpoint files). Strict like load_state_dict(strict=True): one
   ValueError names every missing, unexpected and misshapen key."""
   layout = _layout(**attrs)
-  check_state(state, {k: shape for k, (_, shape) in layout.items()})
+  torch_layout.check_state(
+      state, {k: shape for k, (_, shape) in layout.items()})
   params = {}
   for key, (path, _) in layout.items():
     value = np.asarray(state[key], np.float32)

@@ -23,6 +23,7 @@ import numpy as np
 
 from dada_jax import backbones
 from dada_jax.models import layers
+from dada_jax.models import torch_layout
 
 DEFAULTS = backbones.RESTORERS["restormer"]
 
@@ -319,30 +320,13 @@ def _layout(**attrs) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
   return out
 
 
-def check_state(state: Mapping[str, np.ndarray],
-                expected: Mapping[str, tuple[int, ...]]) -> None:
-  """Raises one ValueError naming every missing, unexpected and misshapen
-  key of `state` against {key: shape} `expected` (torch's strict load)."""
-  missing = sorted(k for k in expected if k not in state)
-  unexpected = sorted(k for k in state if k not in expected)
-  misshapen = sorted(
-      f"{k} {tuple(np.shape(state[k]))} (expected {expected[k]})"
-      for k in expected
-      if k in state and tuple(np.shape(state[k])) != expected[k])
-  problems = [f"{what}: {', '.join(keys)}" for what, keys in (
-      ("missing", missing), ("unexpected", unexpected),
-      ("misshapen", misshapen)) if keys]
-  if problems:
-    raise ValueError("state dict does not fit the model; "
-                     + "; ".join(problems))
-
-
 def params_from_torch(state: Mapping[str, np.ndarray], **attrs) -> dict:
   """{"params": ...} (float32) from the reference `Restormer(**attrs)`'s
   `state_dict()` (keys without any `RestorationNet.` prefix; numpy arrays
-  or CPU tensors). Strict: see `check_state`."""
+  or CPU tensors). Strict: see `torch_layout.check_state`."""
   layout = _layout(**attrs)
-  check_state(state, {k: shape for k, (_, shape) in layout.items()})
+  torch_layout.check_state(
+      state, {k: shape for k, (_, shape) in layout.items()})
   params = {}
   for key, (path, _) in layout.items():
     value = np.asarray(state[key], np.float32)

@@ -1,7 +1,9 @@
 """Strict conversion between a torch module's state_dict and Flax variables,
 given the module's layout (as the Swin-style restorers describe theirs).
 
-A layout is ({torch key: (flax path, torch shape)} of the parameters,
+`check_state` is torch's strict key and shape check alone, for networks
+that convert their own leaves (Restormer, NAFNet, DnCNN). A layout is
+({torch key: (flax path, torch shape)} of the parameters,
 {torch key: array} of the buffers the module recomputes: relative position
 indices, attention masks). Kernels: linear [out, in] <-> [in, out], conv
 OIHW <-> HWIO; everything else as is.
@@ -13,6 +15,24 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
+
+
+def check_state(state: Mapping[str, np.ndarray],
+                expected: Mapping[str, tuple[int, ...]]) -> None:
+  """Raises one ValueError naming every missing, unexpected and misshapen
+  key of `state` against {key: shape} `expected` (torch's strict load)."""
+  missing = sorted(k for k in expected if k not in state)
+  unexpected = sorted(k for k in state if k not in expected)
+  misshapen = sorted(
+      f"{k} {tuple(np.shape(state[k]))} (expected {expected[k]})"
+      for k in expected
+      if k in state and tuple(np.shape(state[k])) != expected[k])
+  problems = [f"{what}: {', '.join(keys)}" for what, keys in (
+      ("missing", missing), ("unexpected", unexpected),
+      ("misshapen", misshapen)) if keys]
+  if problems:
+    raise ValueError("state dict does not fit the model; "
+                     + "; ".join(problems))
 
 
 def _from_torch(name: str, value: np.ndarray) -> np.ndarray:
