@@ -101,10 +101,12 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array,
   groups=C, bias=False)` in NHWC: x [B, H, W, C], kernel [k, k, 1, C] (odd
   k) -> [B, H, W, C] in x's dtype.
 
-  XLA:CPU runs a grouped convolution 10-16x slower than the same sum written
-  as k² shifted products (measured on this project's 2-core host: [1, 512²,
-  254] forward 2.9 s vs 0.23 s, gradient 45 s vs 2.7 s), so on CPU it is
-  that sum, accumulated in float32; other platforms get the convolution.
+  XLA:CPU runs a grouped convolution's gradient 6-7x and its forward 20-70x
+  slower than the same sum written as k² shifted products
+  (launch/results/backbones_cpu/depthwise_cpu.py on this project's 2-core
+  host, [1, 512², 254]: forward 4.5-5.0 s vs 0.19-0.22 s, gradient
+  11.7-12.7 s vs 1.8-2.0 s), so on CPU it is that sum, accumulated in
+  float32; other platforms get the convolution.
   The choice is made when the program is lowered for its platform
   (`lax.platform_dependent`), so an ahead-of-time TPU compile on a CPU host
   still gets the convolution.
